@@ -1,0 +1,22 @@
+# Two commands a newcomer needs: `make demo` and `make test`. Each builds .venv when it is missing.
+# GPU users: make test TORCH_SPEC='torch' EXTRAS='dev,gpu'
+PYTHON ?= python3
+VENV ?= .venv
+TORCH_SPEC ?= torch==2.13.0
+EXTRAS ?= dev
+PYTEST_ARGS ?=
+
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test
+demo: $(STAMP)
+	$(VENV)/bin/o1code demo
+
+test: $(STAMP)
+	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
+
+$(STAMP): pyproject.toml
+	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(VENV)/bin/python -m pip install "$(TORCH_SPEC)" -e ".[$(EXTRAS)]"
+	touch $(STAMP)

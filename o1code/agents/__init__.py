@@ -1,0 +1,1 @@
+"""o1code.agents (see docs/architecture in README)."""

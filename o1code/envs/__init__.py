@@ -1,0 +1,1 @@
+"""o1code.envs (see docs/architecture in README)."""

@@ -1,0 +1,1 @@
+"""o1code.models (see docs/architecture in README)."""

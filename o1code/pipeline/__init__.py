@@ -1,0 +1,1 @@
+"""o1code.pipeline (see docs/architecture in README)."""

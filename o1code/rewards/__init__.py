@@ -1,0 +1,1 @@
+"""o1code.rewards (see docs/architecture in README)."""

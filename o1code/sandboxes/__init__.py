@@ -1,0 +1,1 @@
+"""o1code.sandboxes (see docs/architecture in README)."""
