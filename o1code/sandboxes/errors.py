@@ -1,0 +1,31 @@
+"""Exceptions of `o1code.sandboxes`, all in one place.
+
+None of these is raised for a misbehaving *solution*: that always becomes a `Verdict`. They signal
+caller mistakes (`InvalidTestError`) or an infrastructure that cannot start at all
+(`SandboxUnavailableError`). Worker failures during a run become `Verdict.SANDBOX_ERROR`.
+"""
+
+from __future__ import annotations
+
+
+class SandboxError(Exception):
+    """Base class of every exception raised by `o1code.sandboxes`."""
+
+
+class InvalidTestError(SandboxError, ValueError):
+    """A test is not a single parseable assert statement (or a `TestCase`), or it cannot be split
+    into sandbox calls and a host-side check (e.g. a solution call that uses a comprehension
+    variable of the test)."""
+
+
+class SandboxUnavailableError(SandboxError):
+    """No worker could be started with the isolation the configuration requires."""
+
+
+class WorkerError(SandboxError):
+    """A worker died, hung or sent a malformed reply (internal: becomes `sandbox_error`)."""
+
+
+class ValueDecodeError(SandboxError):
+    """A value sent back by the sandbox is not plain data within the caps (internal: the test is
+    graded `failed`)."""

@@ -1,0 +1,625 @@
+"""`LocalSandbox`: a pool of warm, isolated workers on this machine.
+
+Isolation is set up once per worker (bubblewrap, else `unshare`, else none: see `IsolationLevel`);
+every sample then runs in a fresh fork of the worker with rlimits and a seccomp filter (see
+`_worker.py`). Grading happens here, on the host (see `grading.py`).
+"""
+
+from __future__ import annotations
+
+import ast
+import concurrent.futures
+import ctypes.util
+import dataclasses
+import enum
+import json
+import logging
+import math
+import os
+import queue
+import selectors
+import shutil
+import signal
+import struct
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+from .errors import InvalidTestError, SandboxUnavailableError, ValueDecodeError, WorkerError
+from .grading import TestPlan, decode_value, evaluate_test, parse_line, parse_test, top_level_names
+from .types import ExecutionResult, Job, Test, TestOutcome, Verdict
+
+log = logging.getLogger(__name__)
+
+_WORKER_SOURCE = (Path(__file__).with_name("_worker.py")).read_text()
+_FRAME = struct.Struct(">I")
+
+
+class IsolationLevel(str, enum.Enum):
+    """How a worker is separated from the host (set up once per worker)."""
+
+    BWRAP = "bwrap"  #: bubblewrap: own user/pid/net/ipc/uts/mount namespaces, read-only /usr only
+    UNSHARE = "unshare"  #: unshare(1): own namespaces, but the host filesystem stays readable
+    NONE = "none"  #: no namespaces: rlimits (+ seccomp, + dropping root) only
+
+    def __str__(self) -> str:
+        return self.value
+
+
+@dataclass(frozen=True)
+class SandboxConfig:
+    """Limits and knobs of `LocalSandbox`. Sizes are per sample unless noted.
+
+    Attributes:
+        memory_mb: Address space a sample may add on top of the forked worker (RLIMIT_AS).
+        output_cap_bytes: Bytes of stdout and of stderr returned (the rest is dropped).
+        file_size_mb: Largest file a sample may write, stdout/stderr included (RLIMIT_FSIZE).
+        max_open_files: RLIMIT_NOFILE.
+        tmpfs_mb: Size of the worker's private /tmp (bubblewrap only).
+        result_cap_bytes: Largest total size of the values a sample sends back.
+        max_value_depth: Deepest nesting of a returned value.
+        max_value_items: Most parts (elements, keys, values) of one returned value.
+        isolation: "auto" (best available), or exactly "bwrap", "unshare" or "none".
+        require_seccomp: Refuse to start (SandboxUnavailableError) when seccomp is unavailable.
+        backstop_s: Extra seconds the host waits for a worker beyond the sample's timeout before
+            declaring it hung, killing and replacing it.
+        start_timeout_s: Seconds a new worker may take to report ready.
+    """
+
+    memory_mb: int = 1024
+    output_cap_bytes: int = 64 * 1024
+    file_size_mb: int = 8
+    max_open_files: int = 64
+    tmpfs_mb: int = 64
+    result_cap_bytes: int = 16 * 1024 * 1024
+    max_value_depth: int = 100
+    max_value_items: int = 1_000_000
+    isolation: str = "auto"
+    require_seccomp: bool = False
+    backstop_s: float = 5.0
+    start_timeout_s: float = 20.0
+
+
+_warned: set[str] = set()
+_warn_lock = threading.Lock()
+
+
+def _warn_once(key: str, msg: str) -> None:
+    with _warn_lock:
+        if key in _warned:
+            return
+        _warned.add(key)
+    log.warning(msg)
+
+
+def _find_libseccomp() -> Optional[str]:
+    """Absolute path of libseccomp.so.2 under /usr (the only system dir a bwrap worker sees)."""
+    for d in ("/usr/lib/x86_64-linux-gnu", "/usr/lib/aarch64-linux-gnu", "/usr/lib64", "/usr/lib"):
+        p = os.path.join(d, "libseccomp.so.2")
+        if os.path.exists(p):
+            return os.path.realpath(p)
+    name = ctypes.util.find_library("seccomp")
+    return name  # may be a bare soname; the worker then relies on the loader's search path
+
+
+def _interpreter() -> tuple[str, str]:
+    """(real interpreter path, its prefix). The venv python is a symlink into the base install;
+    binding only the base prefix keeps the venv and the project invisible."""
+    return os.path.realpath(sys.executable), os.path.realpath(sys.base_prefix)
+
+
+# ------------------------------------------------------------------------------------- workers
+
+class _Worker:
+    """One zygote process and its pipes. Used by one thread at a time."""
+
+    def __init__(self, argv: list[str], env: dict[str, str], start_timeout: float) -> None:
+        self._errfile = tempfile.TemporaryFile()
+        self.proc = subprocess.Popen(
+            argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._errfile,
+            env=env, close_fds=True, start_new_session=True, bufsize=0,
+        )
+        self._in = self.proc.stdin.fileno()
+        self._out = self.proc.stdout.fileno()
+        os.set_blocking(self._in, False)
+        self._rsel = selectors.DefaultSelector()
+        self._rsel.register(self._out, selectors.EVENT_READ)
+        self._wsel = selectors.DefaultSelector()
+        self._wsel.register(self._in, selectors.EVENT_WRITE)
+        try:
+            n = _FRAME.unpack(self._read(4, time.monotonic() + start_timeout))[0]
+            self.hello = json.loads(self._read(n, time.monotonic() + 5))
+        except (WorkerError, ValueError) as exc:
+            self.kill()
+            raise WorkerError(f"worker did not start: {exc}; stderr: {self.stderr_tail()!r}") from None
+
+    def stderr_tail(self) -> str:
+        try:
+            self._errfile.seek(0)
+            return self._errfile.read(2000).decode("utf-8", "replace")
+        except (OSError, ValueError):
+            return ""
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def _read(self, n: int, deadline: float) -> bytes:
+        buf = bytearray()
+        while len(buf) < n:
+            left = deadline - time.monotonic()
+            if left <= 0 or not self._rsel.select(left):
+                raise WorkerError("worker did not answer in time")
+            chunk = os.read(self._out, min(n - len(buf), 1 << 20))
+            if not chunk:
+                time.sleep(0.01)  # let it finish dying so that the status and stderr are in
+                raise WorkerError(f"worker exited (status {self.proc.poll()}): "
+                                  f"{self.stderr_tail()[-600:]!r}")
+            buf += chunk
+        return bytes(buf)
+
+    def _write(self, data: bytes, deadline: float) -> None:
+        view = memoryview(data)
+        while view:
+            try:
+                view = view[os.write(self._in, view):]
+                continue
+            except BlockingIOError:
+                pass
+            except OSError as exc:  # EPIPE: the worker is gone
+                raise WorkerError(f"worker pipe broken: {exc}") from None
+            left = deadline - time.monotonic()
+            if left <= 0 or not self._wsel.select(left):
+                raise WorkerError("worker did not accept the request in time")
+
+    def execute(self, request: dict, deadline: float, caps: tuple[int, int]) -> tuple[dict, bytes, bytes, bytes]:
+        """Send one request; return (header, result bytes, stdout bytes, stderr bytes)."""
+        body = json.dumps(request).encode()
+        self._write(_FRAME.pack(len(body)) + body, deadline)
+        n = _FRAME.unpack(self._read(4, deadline))[0]
+        if n > 1 << 20:
+            raise WorkerError("oversized reply header")
+        try:
+            header = json.loads(self._read(n, deadline))
+            sizes = [int(x) for x in header["n"]]
+        except (ValueError, KeyError, TypeError) as exc:
+            raise WorkerError(f"malformed reply header: {exc}") from None
+        result_cap, out_cap = caps
+        # Enforced here too: the zygote is trusted code, but its memory is shared with samples.
+        if len(sizes) != 3 or sizes[0] > result_cap or max(sizes[1:]) > out_cap + 1 or min(sizes) < 0:
+            raise WorkerError("reply larger than the configured caps")
+        payload = self._read(sum(sizes), deadline)
+        a, b = sizes[0], sizes[0] + sizes[1]
+        return header, payload[:a], payload[a:b], payload[b:]
+
+    def kill(self) -> None:
+        """Kill the worker and everything under it (bwrap, its init, the zygote, a sample) and
+        wait until they are gone; idempotent."""
+        tree = _descendants(self.proc.pid) if self.proc.poll() is None else []
+        for pid in [self.proc.pid] + tree:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+        for f in (self.proc.stdin, self.proc.stdout):
+            try:
+                f.close()
+            except OSError:
+                pass
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            log.error("sandbox worker %d did not die after SIGKILL", self.proc.pid)
+        deadline = time.monotonic() + 5
+        while tree and time.monotonic() < deadline:
+            tree = [p for p in tree if _alive(p)]
+            if tree:
+                time.sleep(0.005)
+        self._errfile.close()
+        self._rsel.close()
+        self._wsel.close()
+
+
+def _descendants(pid: int) -> list[int]:
+    """Host pids below `pid`, parents first (Linux /proc/<pid>/task/<tid>/children)."""
+    out: list[int] = []
+    todo = [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            tids = os.listdir(f"/proc/{p}/task")
+        except OSError:
+            continue
+        for tid in tids:
+            try:
+                with open(f"/proc/{p}/task/{tid}/children") as f:
+                    kids = [int(x) for x in f.read().split()]
+            except (OSError, ValueError):
+                continue
+            out.extend(kids)
+            todo.extend(kids)
+    return out
+
+
+def _alive(pid: int) -> bool:
+    """True while `pid` exists and is not a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+# ------------------------------------------------------------------------------------- sandbox
+
+_SIGNAMES = {int(s): s.name for s in signal.Signals}
+
+
+class LocalSandbox:
+    """Runs untrusted code against tests in a pool of isolated workers; grades on the host.
+
+    ``with LocalSandbox(workers=2) as sb: r = sb.run(code, tests)``. Thread-safe: any number of
+    threads may call `run` at once (each run holds one worker); `run_many` spreads over the pool.
+    """
+
+    def __init__(self, workers: Optional[int] = None, config: Optional[SandboxConfig] = None) -> None:
+        self.config = config or SandboxConfig()
+        self.workers = max(1, workers or os.cpu_count() or 1)
+        self._closed = False
+        self._lock = threading.Lock()
+        self._live: set[_Worker] = set()
+        self._idle: "queue.Queue[Optional[_Worker]]" = queue.Queue()
+        self._hostdir: Optional[str] = None  # work dir for non-bwrap workers
+        # bwrap --die-with-parent ties the worker's life to the *thread* that spawned it, so all
+        # workers are spawned from one long-lived thread instead of whichever thread needs one.
+        self._spawner = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="sandbox-spawn")
+        self._pool = concurrent.futures.ThreadPoolExecutor(self.workers, thread_name_prefix="sandbox-run")
+        self._libseccomp = _find_libseccomp()
+        # No nested user namespaces (bwrap >= 0.8; seccomp denies unshare/setns anyway).
+        self._bwrap_extra = ["--disable-userns"]
+        try:
+            self.isolation, first = self._choose_isolation()
+            self.seccomp: bool = bool(first.hello.get("seccomp"))
+            if not self.seccomp:
+                if self.config.require_seccomp:
+                    raise SandboxUnavailableError("seccomp is required but unavailable (libseccomp.so.2?)")
+                _warn_once("seccomp", "sandbox: seccomp (syscall filter) unavailable - samples can fork, "
+                           "exec, signal and open sockets, limited only by namespaces and rlimits")
+            self._idle.put(first)
+            for _ in range(self.workers - 1):
+                self._idle.put(self._spawn())
+        except BaseException:
+            self.close()
+            raise
+
+    # -- isolation ---------------------------------------------------------------------------
+
+    @property
+    def isolation_summary(self) -> str:
+        """The layers in use, e.g. ``"bwrap+seccomp+rlimits"``."""
+        return f"{self.isolation}{'+seccomp' if self.seccomp else ''}+rlimits"
+
+    def _argv(self, level: IsolationLevel) -> tuple[list[str], dict[str, str]]:
+        exe, prefix = _interpreter()
+        c = self.config
+        cfg: dict[str, Any] = {
+            "libseccomp": self._libseccomp, "result_cap": c.result_cap_bytes,
+            "limits": {"memory_bytes": c.memory_mb << 20, "fsize_bytes": c.file_size_mb << 20,
+                       "nofile": c.max_open_files},
+        }
+        py = [exe, "-I", "-S", "-B", "-c", _WORKER_SOURCE]
+        if level is IsolationLevel.BWRAP:
+            cfg.update(workdir="/tmp", pidns=True, drop_uid=False)
+            argv = [
+                "bwrap", "--unshare-user", "--unshare-all", *self._bwrap_extra, "--die-with-parent",
+                "--new-session", "--clearenv", "--uid", "65534", "--gid", "65534", "--cap-drop", "ALL",
+                "--ro-bind", "/usr", "/usr",
+                "--symlink", "usr/lib", "/lib", "--symlink", "usr/lib64", "/lib64",
+                "--symlink", "usr/bin", "/bin",
+            ]
+            if not prefix.startswith("/usr/"):
+                argv += ["--ro-bind", prefix, prefix]
+            argv += [
+                "--proc", "/proc", "--dev", "/dev",
+                "--size", str(self.config.tmpfs_mb << 20), "--tmpfs", "/tmp",
+                "--size", str(self.config.tmpfs_mb << 20), "--tmpfs", "/dev/shm",
+                # The root itself (where bwrap made the mount-point dirs, e.g. /root) must be
+                # read-only too, or one sample could leave files there for the next.
+                "--remount-ro", "/",
+                "--setenv", "HOME", "/tmp", "--setenv", "LANG", "C.UTF-8", "--chdir", "/tmp", "--",
+            ]
+            return argv + py + [json.dumps(cfg)], {}
+        if self._hostdir is None:
+            self._hostdir = tempfile.mkdtemp(prefix="o1code-sandbox-")
+            os.chmod(self._hostdir, 0o711)  # the sample runs as nobody and must reach its subdir
+        cfg.update(workdir=self._hostdir, drop_uid=True)
+        env = {"LANG": "C.UTF-8", "HOME": self._hostdir}
+        if level is IsolationLevel.UNSHARE:
+            cfg["pidns"] = True
+            argv = ["unshare", "--user", "--net", "--pid", "--ipc", "--uts", "--mount", "--fork",
+                    "--mount-proc", "--kill-child", "--"]
+            return argv + py + [json.dumps(cfg)], env
+        cfg["pidns"] = False
+        return py + [json.dumps(cfg)], env
+
+    def _choose_isolation(self) -> tuple[IsolationLevel, _Worker]:
+        wanted = self.config.isolation
+        order = list(IsolationLevel) if wanted == "auto" else [IsolationLevel(wanted)]
+        errors = []
+        for level in order:
+            tool = {"bwrap": "bwrap", "unshare": "unshare"}.get(level.value)
+            if tool and shutil.which(tool) is None:
+                errors.append(f"{level}: {tool} not installed")
+                continue
+            self.isolation = level
+            try:
+                worker = self._spawn()
+            except WorkerError as exc:
+                if level is not IsolationLevel.BWRAP or not self._bwrap_extra:
+                    errors.append(f"{level}: {exc}")
+                    continue
+                self._bwrap_extra = []  # an older bubblewrap without --disable-userns
+                try:
+                    worker = self._spawn()
+                except WorkerError as exc2:
+                    errors.append(f"{level}: {exc2}")
+                    continue
+            if errors:
+                _warn_once(f"iso-{level}", "sandbox: isolation degraded to %r (%s)" % (
+                    level.value, "; ".join(errors)))
+            return level, worker
+        raise SandboxUnavailableError("no sandbox worker could start: " + "; ".join(errors))
+
+    # -- pool --------------------------------------------------------------------------------
+
+    def _spawn(self) -> _Worker:
+        argv, env = self._argv(self.isolation)
+        fut = self._spawner.submit(_Worker, argv, env, self.config.start_timeout_s)
+        try:
+            worker = fut.result()
+        except OSError as exc:  # e.g. the launcher cannot be executed
+            raise WorkerError(f"cannot start {argv[0]}: {exc}") from None
+        with self._lock:
+            if self._closed:
+                worker.kill()
+                raise WorkerError("sandbox is closed")
+            self._live.add(worker)
+        return worker
+
+    def _acquire(self) -> _Worker:
+        if self._closed:
+            raise SandboxUnavailableError("sandbox is closed")
+        worker = self._idle.get()
+        if worker is not None and worker.alive():
+            return worker
+        if worker is not None:
+            self._discard(worker, put_slot=False)
+        try:
+            return self._spawn()
+        except BaseException:
+            self._idle.put(None)  # keep the slot; the next caller tries again
+            raise
+
+    def _discard(self, worker: _Worker, put_slot: bool = True) -> None:
+        with self._lock:
+            self._live.discard(worker)
+        worker.kill()
+        if put_slot:
+            self._idle.put(None)
+
+    def close(self) -> None:
+        """Kill every worker and remove temporary directories; idempotent."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            live = list(self._live)
+            self._live.clear()
+        for w in live:
+            w.kill()
+        self._pool.shutdown(wait=False)
+        self._spawner.shutdown(wait=True)
+        if self._hostdir:
+            shutil.rmtree(self._hostdir, ignore_errors=True)
+
+    def __deepcopy__(self, memo: dict) -> "LocalSandbox":
+        # A sandbox is a shared service handle (gym.make deep-copies its kwargs): never clone workers.
+        return self
+
+    def __enter__(self) -> "LocalSandbox":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:
+            pass
+
+    # -- running -----------------------------------------------------------------------------
+
+    def run(self, code: str, tests: Sequence[Test], setup_code: str = "", timeout_s: float = 4.0) -> ExecutionResult:
+        """Run `code`, then `setup_code`, then the sandbox parts of `tests`; grade on the host.
+
+        Returns an `ExecutionResult` (never raises for anything the code does). `timeout_s` is the
+        wall-clock budget of the whole sample. A worker failure is retried once on a fresh worker;
+        if that fails too the verdict is `Verdict.SANDBOX_ERROR` with ``attempts == 2``.
+        Raises `InvalidTestError` for a malformed test or setup code, `SandboxUnavailableError`
+        after `close`.
+        """
+        t0 = time.perf_counter()
+        if not (timeout_s > 0 and math.isfinite(timeout_s)):
+            raise ValueError("timeout_s must be a positive number")
+        defined = top_level_names(code) | top_level_names(setup_code)
+        plans = [parse_test(t, defined) for t in tests]
+        try:
+            ast.parse(setup_code)
+        except (SyntaxError, ValueError) as exc:
+            raise InvalidTestError(f"setup_code does not parse: {exc}") from None
+        try:
+            ast.parse(code)
+        except (SyntaxError, ValueError, RecursionError, MemoryError, OverflowError) as exc:
+            msg = f"{type(exc).__name__}: {exc}"[:500]
+            outs = tuple(TestOutcome(Verdict.SYNTAX_ERROR, msg) for _ in plans)
+            return ExecutionResult(Verdict.SYNTAX_ERROR, 0, len(plans), outs,
+                                   seconds=time.perf_counter() - t0, message=msg)
+        exprs: list[str] = []
+        spans: list[range] = []
+        for p in plans:
+            spans.append(range(len(exprs), len(exprs) + len(p.calls)))
+            exprs.extend(p.calls)
+        cfg = self.config
+        request = {
+            "code": code, "setup": setup_code, "exprs": exprs, "timeout": float(timeout_s),
+            "output_cap": cfg.output_cap_bytes,
+            "cpu_s": math.ceil(timeout_s) + 1,
+            "encode": {"max_depth": cfg.max_value_depth, "max_items": cfg.max_value_items},
+        }
+        last = ""
+        for attempt in (1, 2):
+            try:
+                worker = self._acquire()
+            except WorkerError as exc:
+                last = str(exc)
+                log.warning("sandbox: attempt %d could not get a worker: %s", attempt, exc)
+                continue
+            try:
+                reply = worker.execute(request, time.monotonic() + timeout_s + cfg.backstop_s,
+                                       (cfg.result_cap_bytes, cfg.output_cap_bytes))
+            except WorkerError as exc:
+                last = str(exc)
+                log.warning("sandbox: attempt %d failed, replacing the worker: %s", attempt, exc)
+                self._discard(worker)
+                continue
+            self._idle.put(worker)
+            header, res, out, err = reply
+            if not res.startswith(b"R\n"):  # the fork never got as far as running the sample
+                last = f"sample process failed to start: {err[:300].decode('utf-8', 'replace')}"
+                log.warning("sandbox: attempt %d: %s", attempt, last)
+                continue
+            result = self._grade(plans, spans, header, res, out, err, timeout_s)
+            return _with(result, seconds=time.perf_counter() - t0, attempts=attempt)
+        msg = f"sandbox infrastructure failed twice: {last}"[:1000]
+        outs = tuple(TestOutcome(Verdict.SANDBOX_ERROR, msg) for _ in plans)
+        return ExecutionResult(Verdict.SANDBOX_ERROR, 0, len(plans), outs,
+                               seconds=time.perf_counter() - t0, message=msg, attempts=2)
+
+    def run_many(self, jobs: Sequence[Job]) -> list[ExecutionResult]:
+        """Run `jobs` over the worker pool; returns results in the order of `jobs`."""
+        futs = [self._pool.submit(self.run, j.code, j.tests, j.setup_code, j.timeout_s) for j in jobs]
+        return [f.result() for f in futs]
+
+    # -- grading -----------------------------------------------------------------------------
+
+    def _grade(self, plans: list[TestPlan], spans: list[range], header: dict, res: bytes,
+               out: bytes, err: bytes, timeout_s: float) -> ExecutionResult:
+        cfg = self.config
+        phases: dict[str, Any] = {}
+        calls: dict[int, dict] = {}
+        for line in res[2:].split(b"\n"):
+            if not line:
+                continue
+            try:
+                rec = parse_line(line)
+            except ValueDecodeError:
+                continue  # a torn last line (killed mid-write) or garbage: treated as missing
+            if type(rec) is not dict:
+                continue
+            if rec.get("p") in ("code", "setup") and rec["p"] not in phases:
+                phases[rec["p"]] = rec.get("e")
+            elif type(rec.get("c")) is int and rec["c"] not in calls:
+                calls[rec["c"]] = rec
+
+        # Why results stop where they stop (applies to every call that has none).
+        sig = header.get("signal")
+        if header.get("timed_out") or sig == signal.SIGXCPU:
+            death = (Verdict.TIMEOUT, f"time limit exceeded ({timeout_s:g} s)")
+        elif header.get("over_cap"):
+            death = (Verdict.FAILED, f"returned values exceed {cfg.result_cap_bytes} bytes")
+        elif sig is not None:
+            death = (Verdict.RUNTIME_ERROR, f"process killed by {_SIGNAMES.get(sig, sig)}")
+        else:
+            death = (Verdict.RUNTIME_ERROR,
+                     f"process exited (status {header.get('exit')}) before finishing the tests")
+
+        early: Optional[tuple[Verdict, str]] = None
+        for phase in ("code", "setup"):
+            if phase not in phases:
+                early = death
+                break
+            if phases[phase] is not None:
+                early = _error_verdict(phases[phase], "setup code: " if phase == "setup" else "")
+                break
+
+        outcomes: list[TestOutcome] = []
+        for plan, span in zip(plans, spans):
+            if early is not None:
+                outcomes.append(TestOutcome(early[0], early[1]))
+                continue
+            values: list[Any] = []
+            bad: Optional[tuple[Verdict, str]] = None
+            secs = 0.0
+            for i in span:
+                rec = calls.get(i)
+                if rec is None:
+                    bad = death
+                    break
+                t = rec.get("t")
+                secs += t if type(t) is float and 0 <= t < 1e6 else 0.0
+                if "e" in rec:
+                    bad = _error_verdict(rec["e"], f"{_label(plan, i - span.start)}: ")
+                    break
+                try:
+                    values.append(decode_value(rec.get("v"), cfg.max_value_depth, cfg.max_value_items))
+                except ValueDecodeError as exc:
+                    bad = (Verdict.FAILED, f"{_label(plan, i - span.start)}: {exc}")
+                    break
+            if bad is None:
+                ok, msg = evaluate_test(plan, values)
+                bad = None if ok else (Verdict.FAILED, msg)
+            outcomes.append(TestOutcome(Verdict.PASSED, "", secs) if bad is None
+                            else TestOutcome(bad[0], bad[1], secs))
+
+        passed = sum(o.verdict is Verdict.PASSED for o in outcomes)
+        first = next((o for o in outcomes if o.verdict is not Verdict.PASSED), None)
+        if first is None and early is not None:  # no tests, but the code itself failed
+            first = TestOutcome(early[0], early[1])
+        verdict = Verdict.PASSED if first is None else first.verdict
+        return ExecutionResult(
+            verdict, passed, len(plans), tuple(outcomes),
+            stdout=_text(out, cfg.output_cap_bytes), stderr=_text(err, cfg.output_cap_bytes),
+            message="" if first is None else first.message,
+        )
+
+
+def _label(plan: TestPlan, k: int) -> str:
+    s = plan.calls[k]
+    return s if len(s) <= 80 else s[:77] + "..."
+
+
+def _error_verdict(e: Any, prefix: str) -> tuple[Verdict, str]:
+    """Map an error record [kind, type, message] sent by the (untrusted) child to a verdict."""
+    if type(e) is not list or len(e) != 3 or not all(type(x) is str for x in e):
+        return Verdict.RUNTIME_ERROR, prefix + "malformed error report"
+    kind, tname, msg = e[0], e[1][:100], e[2][:500]
+    text = prefix + (f"{tname}: {msg}" if tname else msg)
+    if kind == "memory":
+        return Verdict.MEMORY, text
+    if kind == "unencodable":
+        return Verdict.FAILED, text
+    return Verdict.RUNTIME_ERROR, text
+
+
+def _text(data: bytes, cap: int) -> str:
+    s = data[:cap].decode("utf-8", "replace")
+    return s + "\n[... output truncated]" if len(data) > cap else s
+
+
+def _with(r: ExecutionResult, **kw: Any) -> ExecutionResult:
+    return dataclasses.replace(r, **kw)
