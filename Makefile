@@ -1,9 +1,10 @@
 # Two commands a newcomer needs: `make demo` and `make test`. Each builds .venv when it is missing.
-# GPU users: make test TORCH_SPEC='torch' EXTRAS='dev,gpu'
+# GPU users: make test TORCH_SPEC='torch' EXTRAS='dev,model,llamacpp,gpu'
 PYTHON ?= python3
 VENV ?= .venv
 TORCH_SPEC ?= torch==2.13.0
-EXTRAS ?= dev
+# model: the offline default model; llamacpp: its fast CPU backend (llama-cpp-python builds from source)
+EXTRAS ?= dev,model,llamacpp
 PYTEST_ARGS ?=
 
 STAMP := $(VENV)/.installed

@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 import argparse
+import itertools
 import logging
 import sys
 import textwrap
+from pathlib import Path
 from typing import Sequence
 
 from o1code import __version__
 from o1code.data import DataError, Problem, get_problem, load_mbpp, load_problems
+from o1code.pipeline import EvalConfig, PipelineError, markdown_table, run_eval
+from o1code.pipeline.evaluate import write_report
+
+EVAL_FLAGS = ("agent", "mode", "model", "split", "sanitized", "limit", "tasks", "seed", "run_dir", "max_steps",
+              "max_step_tokens", "rollouts", "children", "time_budget_s", "temperature")
 
 log = logging.getLogger("o1code")
 
@@ -64,17 +71,69 @@ def cmd_problems_show(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_demo(args: argparse.Namespace) -> int:
-    # The MCTS demo arrives with the agents; until then show the data the demo will run on.
-    print("o1code demo: the first MBPP test problems the demo will solve.\n")
-    for p in load_mbpp("test")[: args.limit]:
-        print(format_problem(p))
-        print()
-    print(
-        "Coming next: MCTS over pseudocode reasoning steps on the embedded offline model,\n"
-        "with a live view of the search and a Pass@1/ASPR table."
-    )
+def _load_config_file(path: str) -> dict:
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        import tomli as tomllib
+    try:
+        with open(path, "rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError:
+        raise PipelineError(f"config file not found: {path}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise PipelineError(f"{path}: invalid TOML ({exc})") from None
+
+
+def _slug(text: str) -> str:
+    return "".join(c if c.isalnum() or c in "-." else "-" for c in text).strip("-")
+
+
+def eval_grid(args: argparse.Namespace) -> list[EvalConfig]:
+    """The runs an `o1code eval` call stands for: one, or a config file's grid (cartesian product
+    of the lists under ``[grid]``), each in its own sub-directory of the run directory."""
+    base: dict = {}
+    grid: dict = {}
+    if args.config:
+        data = _load_config_file(args.config)
+        grid = data.pop("grid", {})
+        base.update(data)
+    for key in EVAL_FLAGS:
+        value = getattr(args, key, None)
+        if value is not None:
+            base[key] = value
+    if not grid:
+        return [EvalConfig.from_dict(base).validate()]
+    keys = list(grid)
+    runs = []
+    for values in itertools.product(*(grid[k] if isinstance(grid[k], list) else [grid[k]] for k in keys)):
+        point = dict(zip(keys, values))
+        cfg = EvalConfig.from_dict({**base, **point})
+        cfg.run_dir = str(Path(cfg.run_dir) / _slug("-".join(str(v) for v in values)))
+        runs.append(cfg.validate())
+    return runs
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    runs = eval_grid(args)
+    if args.dry_run:
+        for cfg in runs:
+            print(f"{cfg.agent:<7} {cfg.mode:<11} {cfg.model:<45} split={cfg.split} -> {cfg.run_dir}")
+        print(f"-- {len(runs)} runs")
+        return 0
+    summaries = [run_eval(cfg, progress=not args.no_progress) for cfg in runs]
+    print(markdown_table(summaries))
+    if len(runs) > 1 and args.config:
+        root = Path(EvalConfig.from_dict({k: v for k, v in _load_config_file(args.config).items() if k != "grid"}).run_dir)
+        write_report(root, summaries)
+        print(f"combined table, JSON and plot in {root}")
     return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from o1code.pipeline.demo import run_demo
+
+    return run_demo(limit=args.limit, model=args.model, rollouts=args.rollouts, seed=args.seed, run_dir=args.run_dir)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -111,8 +170,47 @@ def build_parser() -> argparse.ArgumentParser:
     add_source(pshow)
     pshow.set_defaults(func=cmd_problems_show)
 
-    demo = commands.add_parser("demo", help="the guided tour (what `make demo` runs)")
+    ev = commands.add_parser(
+        "eval",
+        help="evaluate an agent: Pass@1 and ASPR (the paper's Table 1)",
+        description="Evaluate an agent on MBPP problems. Writes results.jsonl (appended per problem; "
+        "re-running the same --run-dir resumes), trajectories.jsonl (mcts), summary.json, summary.md "
+        "and summary.png to the run directory. Pass@1: share of problems whose answer passes every "
+        "dataset test (known-bad tasks excluded). ASPR: see the README.",
+    )
+    ev.add_argument("--config", metavar="TOML", help="read these same keys from a TOML file; a [grid] table "
+                    "of lists runs every combination (see experiments/table1.toml)")
+    ev.add_argument("--dry-run", action="store_true", help="list the runs and exit")
+    ev.add_argument("--no-progress", action="store_true", help="no progress bar")
+    ev.add_argument("--agent", choices=["greedy", "sample", "mcts"], help="greedy decoding, one sampled "
+                    "trajectory, or MCTS (default greedy)")
+    ev.add_argument("--mode", choices=["direct", "vanilla", "pseudocode"], help="reasoning format (default pseudocode)")
+    ev.add_argument("--model", metavar="SPEC", help="default | hf:ID_OR_PATH | gguf:PATH | llamacpp:PATH | "
+                    "vllm:ID | openai:URL#MODEL (default: default)")
+    ev.add_argument("--split", choices=["prompt", "test", "validation", "train", "all"], help="MBPP split (default test)")
+    ev.add_argument("--sanitized", action="store_const", const=True, help="the sanitized MBPP subset")
+    group = ev.add_mutually_exclusive_group()
+    group.add_argument("--limit", type=int, metavar="N", help="the first N problems of the split")
+    group.add_argument("--tasks", type=lambda s: [t.strip() for t in s.split(",") if t.strip()],
+                       metavar="IDS", help="comma-separated task ids, e.g. mbpp/11,mbpp/12")
+    ev.add_argument("--seed", type=int, help="seed of every random choice (default 0)")
+    ev.add_argument("--run-dir", dest="run_dir", metavar="DIR", help="where results go (default runs/eval)")
+    ev.add_argument("--max-steps", dest="max_steps", type=int, metavar="N", help="steps per episode (default 6)")
+    ev.add_argument("--max-step-tokens", dest="max_step_tokens", type=int, metavar="N",
+                    help="token limit of one step (default 384)")
+    ev.add_argument("--rollouts", type=int, metavar="N", help="MCTS rollouts per problem (default 12)")
+    ev.add_argument("--children", type=int, metavar="N", help="MCTS samples per expansion (default 3)")
+    ev.add_argument("--time-budget", dest="time_budget_s", type=float, metavar="S",
+                    help="MCTS wall-time budget per problem in seconds")
+    ev.add_argument("--temperature", type=float, help="sampling temperature (sample, mcts; default 0.8)")
+    ev.set_defaults(func=cmd_eval)
+
+    demo = commands.add_parser("demo", help="MCTS on a few MBPP problems with the offline model (make demo)")
     demo.add_argument("--limit", type=int, default=3, metavar="N", help="number of problems (default 3)")
+    demo.add_argument("--model", default="default", metavar="SPEC", help="model spec (default: the offline model)")
+    demo.add_argument("--rollouts", type=int, default=4, metavar="N", help="MCTS rollouts per problem (default 4)")
+    demo.add_argument("--seed", type=int, default=0, help="seed (default 0)")
+    demo.add_argument("--run-dir", default="runs/demo", metavar="DIR", help="where results go (default runs/demo)")
     demo.set_defaults(func=cmd_demo)
     return parser
 
@@ -126,7 +224,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     try:
         return args.func(args)
-    except DataError as exc:
+    except (DataError, PipelineError) as exc:
         print(f"o1code: error: {exc}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # e.g. `o1code problems list | head`

@@ -1,1 +1,25 @@
-"""o1code.agents (see docs/architecture in README)."""
+"""Things that act in the O1Code environments: LLM agents and MCTS over reasoning steps."""
+
+from o1code.agents.llm import Agent, LLMAgent, LLMConfig
+from o1code.agents.mcts import (
+    MCTSAgent,
+    MCTSConfig,
+    Node,
+    SearchResult,
+    append_jsonl,
+    hard_label,
+    trajectory_records,
+)
+
+__all__ = [
+    "Agent",
+    "LLMAgent",
+    "LLMConfig",
+    "MCTSAgent",
+    "MCTSConfig",
+    "Node",
+    "SearchResult",
+    "append_jsonl",
+    "hard_label",
+    "trajectory_records",
+]

@@ -1,1 +1,35 @@
-"""o1code.models (see docs/architecture in README)."""
+"""o1code.models: one text-generation interface over several backends, the offline default model,
+and a trainable Policy. Heavy libraries (torch, transformers, llama_cpp, vllm) load on first use."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .base import Completion, Generator, SamplingParams
+from .default import DEFAULT_MODEL, QUALITY_MODEL, ChunkedModel, assemble, cache_dir, ensure_model, find_parts
+from .errors import (ChecksumError, InvalidParamsError, InvalidSpecError, MissingExtraError, ModelError,
+                     ModelFileError, ServerError)
+from .loader import default_backend, load_generator
+from .openai import OpenAIConfig, OpenAIGenerator
+
+_LAZY = {
+    "HFConfig": "hf", "HFGenerator": "hf", "LlamaCppConfig": "llamacpp", "LlamaCppGenerator": "llamacpp",
+    "VLLMConfig": "vllm", "VLLMGenerator": "vllm", "Policy": "policy", "PolicyConfig": "policy",
+    "build_tiny_model": "tiny",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+__all__ = [
+    "Completion", "Generator", "SamplingParams", "load_generator", "default_backend",
+    "ChunkedModel", "DEFAULT_MODEL", "QUALITY_MODEL", "assemble", "cache_dir", "ensure_model", "find_parts",
+    "ModelError", "InvalidSpecError", "InvalidParamsError", "MissingExtraError", "ModelFileError",
+    "ChecksumError", "ServerError", "OpenAIConfig", "OpenAIGenerator", *_LAZY,
+]

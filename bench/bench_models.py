@@ -1,0 +1,90 @@
+"""Benchmark the default model on each CPU backend (not a test; prints figures).
+
+Each backend runs in its own subprocess so that its peak RSS is its own. Reports load time, greedy
+single-prompt tokens/s, 8 prompts one by one vs (hf only) one batched call, and peak RSS.
+
+    .venv/bin/python bench/bench_models.py [--backends llamacpp,hf] [--max-tokens 128]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import resource
+import subprocess
+import sys
+import time
+
+PROMPTS = [
+    "Write a Python function that returns the n-th Fibonacci number.",
+    "Write a Python function to check whether a string is a palindrome.",
+    "Write a Python function that merges two sorted lists.",
+    "Write a Python function that counts the vowels in a string.",
+    "Write a Python function to compute the greatest common divisor of two integers.",
+    "Write a Python function that removes duplicates from a list while keeping order.",
+    "Write a Python function that transposes a matrix given as a list of lists.",
+    "Write a Python function that returns the second largest number in a list.",
+]
+
+
+def worker(backend: str, max_tokens: int) -> dict:
+    from o1code.models import SamplingParams, load_generator
+
+    t0 = time.perf_counter()
+    gen = load_generator("default", backend=backend)
+    res: dict = {"backend": backend, "load_s": time.perf_counter() - t0}
+    # ignore EOS-free bias: count generated tokens, whatever the finish reason
+    single = SamplingParams(temperature=0, max_tokens=max_tokens)
+    gen.generate([PROMPTS[0]], SamplingParams(temperature=0, max_tokens=4))  # warm-up
+    t0 = time.perf_counter()
+    c = gen.generate([PROMPTS[0]], single)[0][0]
+    dt = time.perf_counter() - t0
+    res.update(single_tokens=len(c.token_ids), single_tok_s=len(c.token_ids) / dt)
+    p8 = SamplingParams(temperature=0, max_tokens=64)
+    t0 = time.perf_counter()
+    n = sum(len(gen.generate([p], p8)[0][0].token_ids) for p in PROMPTS)
+    dt = time.perf_counter() - t0
+    res.update(seq8_tokens=n, seq8_s=dt, seq8_tok_s=n / dt)
+    if backend == "hf":
+        t0 = time.perf_counter()
+        outs = gen.generate(PROMPTS, p8)
+        dt = time.perf_counter() - t0
+        n = sum(len(o[0].token_ids) for o in outs)
+        res.update(batch8_tokens=n, batch8_s=dt, batch8_tok_s=n / dt)
+    res["peak_rss_gb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
+    return res
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--backends", default="llamacpp,hf")
+    ap.add_argument("--max-tokens", type=int, default=128)
+    ap.add_argument("--worker", help=argparse.SUPPRESS)
+    a = ap.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    if a.worker:
+        print(json.dumps(worker(a.worker, a.max_tokens)))
+        return
+    from o1code.models import ensure_model
+
+    ensure_model("default")  # assemble + verify once, outside the timed workers
+    print(f"default model, greedy, {os.cpu_count()} CPU cores, max_tokens={a.max_tokens} (single) / 64 (x8)")
+    print(f"{'backend':9} {'load s':>7} {'1-prompt tok/s':>15} {'8 seq tok/s':>12} {'8 batched tok/s':>16} "
+          f"{'peak RSS GB':>12}")
+    for b in a.backends.split(","):
+        p = subprocess.run([sys.executable, __file__, "--worker", b, "--max-tokens", str(a.max_tokens)],
+                           capture_output=True, text=True)
+        if p.returncode != 0:
+            print(f"{b:9} failed (rc={p.returncode}): {p.stderr.strip().splitlines()[-1:]}")
+            continue
+        r = json.loads(p.stdout.strip().splitlines()[-1])
+        batched = f"{r['batch8_tok_s']:.1f}" if "batch8_tok_s" in r else "-"
+        print(f"{b:9} {r['load_s']:7.1f} {r['single_tok_s']:15.1f} {r['seq8_tok_s']:12.1f} {batched:>16} "
+              f"{r['peak_rss_gb']:12.2f}")
+        print(f"          raw: {json.dumps({k: round(v, 2) if isinstance(v, float) else v for k, v in r.items()})}")
+
+
+if __name__ == "__main__":
+    main()

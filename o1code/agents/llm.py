@@ -1,0 +1,62 @@
+"""The `Agent` protocol and `LLMAgent`, which writes each reasoning step with a language model."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol, runtime_checkable
+
+from o1code.data.formats import STEP_END
+from o1code.models import Generator, SamplingParams
+
+
+@runtime_checkable
+class Agent(Protocol):
+    """Anything that acts in an O1Code environment: one reasoning step per call."""
+
+    def act(self, observation: dict[str, Any], info: dict[str, Any]) -> str:
+        """Return the next step's text for `observation` (the env's observation dict)."""
+        ...
+
+
+@dataclass
+class LLMConfig:
+    """Sampling settings of `LLMAgent`. ``temperature=0`` is greedy decoding."""
+
+    temperature: float = 0.0
+    top_p: float = 1.0
+    top_k: int | None = None  #: None: no top-k cut
+    max_step_tokens: int = 384
+    seed: int = 0
+
+
+class LLMAgent:
+    """Continues the observation's prompt with a `Generator` up to the end of one step.
+
+    Greedy with the default config; sampled with ``temperature > 0``, where the seed advances
+    with every call so that a run is reproducible from its first seed.
+    """
+
+    def __init__(self, generator: Generator, config: LLMConfig | None = None) -> None:
+        self.generator = generator
+        self.config = config or LLMConfig()
+        self._calls = 0
+        self.tokens = 0  #: completion tokens generated so far (for the evaluation's token count)
+
+    def params(self, n: int = 1) -> SamplingParams:
+        """The sampling parameters of the next call (a fresh seed per call)."""
+        c = self.config
+        self._calls += 1
+        return SamplingParams(
+            n=n,
+            temperature=c.temperature,
+            top_p=c.top_p,
+            top_k=c.top_k,
+            max_tokens=c.max_step_tokens,
+            stop=[STEP_END],
+            seed=c.seed + self._calls,
+        )
+
+    def act(self, observation: dict[str, Any], info: dict[str, Any] | None = None) -> str:
+        (completion,) = self.generator.generate([observation["prompt"]], self.params())[0]
+        self.tokens += len(completion.token_ids)
+        return completion.text

