@@ -12,6 +12,8 @@ from typing import Sequence
 
 from o1code import __version__
 from o1code.data import DataError, Problem, get_problem, load_mbpp, load_problems
+from o1code.envs import EnvError
+from o1code.models import ModelError
 from o1code.pipeline import EvalConfig, PipelineError, markdown_table, run_eval
 from o1code.pipeline.evaluate import write_report
 
@@ -224,9 +226,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     try:
         return args.func(args)
-    except (DataError, PipelineError) as exc:
+    except (DataError, PipelineError, ModelError, EnvError) as exc:
         print(f"o1code: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("o1code: interrupted; finished work is saved, run the same command again to resume", file=sys.stderr)
+        return 130
     except BrokenPipeError:  # e.g. `o1code problems list | head`
         return 0
 

@@ -47,3 +47,31 @@ def test_data_ships_inside_the_package():
         capture_output=True, text=True, check=True, cwd="/",
     )
     assert out.stdout.strip() == "500"
+
+
+def test_eval_dry_run_lists_the_table1_grid(capsys):
+    assert main(["eval", "--config", "experiments/table1.toml", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert out.strip().endswith("-- 8 runs")
+    assert "pseudocode  vllm:Qwen/Qwen2.5-Coder-7B-Instruct" in out and "runs/table1/vanilla-" in out
+
+
+def test_eval_flags_override_the_config_file(capsys, tmp_path):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('agent = "greedy"\nmode = "direct"\nlimit = 3\nrun_dir = "x"\n')
+    assert main(["eval", "--config", str(cfg), "--mode", "vanilla", "--dry-run"]) == 0
+    assert capsys.readouterr().out.startswith("greedy  vanilla")
+
+
+def test_eval_bad_config_is_a_clear_error(capsys, tmp_path):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('agent = "greedy"\nrolouts = 3\n')
+    assert main(["eval", "--config", str(cfg), "--dry-run"]) == 2
+    assert "unknown config keys: rolouts" in capsys.readouterr().err
+    assert main(["eval", "--config", str(tmp_path / "missing.toml")]) == 2
+    assert "config file not found" in capsys.readouterr().err
+
+
+def test_eval_unknown_model_spec_is_a_clear_error(capsys, tmp_path):
+    assert main(["eval", "--model", "nonsense:thing", "--limit", "1", "--run-dir", str(tmp_path), "--no-progress"]) == 2
+    assert "model spec" in capsys.readouterr().err
