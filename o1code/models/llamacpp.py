@@ -26,7 +26,8 @@ _patch_lock = threading.Lock()
 @dataclass
 class LlamaCppConfig:
     """``path``: a GGUF file. ``n_ctx``: context length (prompt + completion). ``n_threads``: None = every
-    core this process may use (llama-cpp-python's own default, half the cores, idles one of two). ``chat_template``: apply the GGUF's chat template (False: raw completion).
+    core this process may use, or ``$O1CODE_LLAMA_THREADS`` (llama-cpp-python's own default, half
+    the cores, idles one of two). ``chat_template``: apply the GGUF's chat template (False: raw completion).
     ``use_extra_bufts``: llama.cpp's weight-repacking buffers; off by default because with them
     llama.cpp 0.3.36 segfaults on multi-token batches on some CPUs (AMX/repack kernels).
     ``prefix_cache``: keep the KV cache between calls and evaluate only the tokens after the longest
@@ -45,6 +46,10 @@ class LlamaCppConfig:
 
 
 def _usable_cores() -> int:
+    # $O1CODE_LLAMA_THREADS overrides: on a machine shared with other busy processes fewer threads
+    # are faster, because llama.cpp's threads wait for each other at every layer.
+    if os.environ.get("O1CODE_LLAMA_THREADS", "").isdigit() and int(os.environ["O1CODE_LLAMA_THREADS"]) > 0:
+        return int(os.environ["O1CODE_LLAMA_THREADS"])
     try:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
