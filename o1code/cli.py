@@ -16,6 +16,7 @@ from o1code.envs import EnvError
 from o1code.models import ModelError
 from o1code.pipeline import EvalConfig, PipelineError, markdown_table, run_eval
 from o1code.pipeline.evaluate import write_report
+from o1code.pipeline.tcg import add_tcg_commands
 
 EVAL_FLAGS = ("agent", "mode", "model", "split", "sanitized", "limit", "tasks", "seed", "run_dir", "max_steps",
               "max_step_tokens", "rollouts", "children", "time_budget_s", "temperature")
@@ -206,6 +207,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="MCTS wall-time budget per problem in seconds")
     ev.add_argument("--temperature", type=float, help="sampling temperature (sample, mcts; default 0.8)")
     ev.set_defaults(func=cmd_eval)
+
+    add_tcg_commands(commands)
 
     demo = commands.add_parser("demo", help="MCTS on a few MBPP problems with the offline model (make demo)")
     demo.add_argument("--limit", type=int, default=3, metavar="N", help="number of problems (default 3)")

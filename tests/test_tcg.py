@@ -1,0 +1,360 @@
+"""Test Case Generator: parsing, execution-verified outputs, dedupe, cache, env source, mutants, eval."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import replace
+
+import gymnasium as gym
+import pytest
+
+import o1code  # noqa: F401  (registers the env ids)
+from o1code.data import Problem, get_problem
+from o1code.models import Completion
+from o1code.pipeline.tcg import (
+    TCGEvalConfig,
+    add_tcg_commands,
+    build_tcg_examples,
+    evaluate_problem,
+    run_tcg_eval,
+    summarise_tcg,
+)
+from o1code import rewards
+from o1code.rewards import TCGConfig, TCGError, TestCaseGenerator
+from o1code.rewards.mutants import mutants
+from o1code.rewards.tcg import (
+    build_prompt,
+    evaluate_calls,
+    parse_assert,
+    parse_cases,
+    value_literal,
+)
+from o1code.sandboxes import LocalSandbox, TestCase, Verdict
+
+
+class ScriptedGenerator:
+    """A deterministic stand-in model: returns canned text, records what it was asked."""
+
+    name = "scripted"
+
+    def __init__(self, texts: list[str] | dict[str, list[str]]) -> None:
+        self.texts = texts
+        self.calls: list[tuple[list[str], object]] = []
+
+    def generate(self, prompts, params):
+        self.calls.append((list(prompts), params))
+        out = []
+        for p in prompts:
+            if isinstance(self.texts, dict):
+                texts = next(v for k, v in self.texts.items() if f"`{k}`" in p)
+            else:
+                texts = self.texts
+            out.append([Completion(texts[j % len(texts)], finish_reason="stop") for j in range(params.n)])
+        return out
+
+
+class ExplodingGenerator:
+    name = "scripted"
+
+    def generate(self, prompts, params):
+        raise AssertionError("the model must not be called: the result is cached")
+
+
+def case(call: str, out: str) -> str:
+    return f"```case\n# input:\n{call}\n# output:\n{out}\n```\n"
+
+
+DOUBLE = Problem(
+    task_id="t/double", text="Double a number; negative numbers are an error.", entry_point="double",
+    tests=("assert double(2) == 4",),
+    reference=(
+        "def double(x):\n"
+        "    if x < 0:\n        raise ValueError('negative')\n"
+        "    if x == 99:\n        while True: pass\n"
+        "    return 2 * x\n"
+    ),
+)
+
+
+@pytest.fixture(scope="module")
+def sandbox():
+    with LocalSandbox(workers=2) as sb:
+        yield sb
+
+
+def tcg_for(texts, sandbox, **cfg) -> TestCaseGenerator:
+    cfg.setdefault("cache_dir", "")
+    return TestCaseGenerator(ScriptedGenerator(texts), sandbox, TCGConfig(**cfg))
+
+
+# ------------------------------------------------------------------------------------ parsing
+
+
+def test_parse_messy_model_output():
+    text = (
+        "Sure! Here are the tests you asked for.\n"
+        + case("double(3)", "6")
+        + "```case\n# input: double( 4 )\n# output: 8\n```\n"         # same line, odd spacing
+        + "```case\n# Input:\n>>> double(5)\n# Output:\n10  # ten\n```\n"  # prompt marker, comment
+        + case("triple(3)", "9")                                        # wrong function
+        + case("double(x)", "0")                                        # non-literal argument
+        + case("double(*[1])", "2")                                     # starred
+        + case("double(1) + 1", "3")                                    # not a single call
+        + case("double(7)", "fourteen")                                 # output not a literal
+        + "```case\n# input:\ndouble(8)\n"                              # truncated: no output
+    )
+    cases = parse_cases(text, "double")
+    assert [c.input_ok for c in cases] == [True, True, True, False, False, False, False, True, True]
+    assert [c.call for c in cases if c.input_ok] == ["double(3)", "double(4)", "double(5)", "double(7)", "double(8)"]
+    good = [c for c in cases if c.input_ok]
+    assert [c.output for c in good[:3]] == [6, 8, 10]
+    assert [c.output_ok for c in good] == [True, True, True, False, False]
+    assert "triple" in cases[3].error
+    assert cases[4].error == "an argument is not a literal"
+
+
+def test_parse_falls_back_to_asserts_and_never_raises():
+    cases = parse_cases("assert double(2) == 4\nassert double(3)==6\nblah", "double")
+    assert [(c.call, c.output) for c in cases] == [("double(2)", 4), ("double(3)", 6)]
+    for junk in ["", "\x00\xff" * 50, "# input:" * 1000, "```case\n# input:\n(((((\n# output:\n]]]\n```",
+                 "# input:\n" + "[" * 5000 + "\n# output:\n1"]:
+        for c in parse_cases(junk, "double"):
+            assert not c.input_ok
+
+
+def test_parse_assert_and_value_literals():
+    assert parse_assert("assert f([1, 2], k=3) == (1, 'a')", "f") == ("f([1, 2], k=3)", (1, "a"))
+    assert parse_assert("assert f(1) != 2", "f") is None
+    assert parse_assert("assert set(f(1)) == {1}", "f") is None
+    assert parse_assert("assert math.isclose(f(1), 2.0)", "f") is None
+    assert value_literal({1, 2}) == "{1, 2}"
+    assert value_literal(set()) == "set()" and value_literal(frozenset({3})) == "frozenset({3})"
+    assert value_literal(float("nan")) is None and value_literal(math.inf) is None
+    assert value_literal(object()) is None
+    assert value_literal(True) == "True"
+
+
+def test_prompt_follows_the_paper_template():
+    p = get_problem("mbpp/11")
+    prompt = build_prompt(p, 3)
+    heads = ["### Instruction", "### Problem", "### Code Part", "### Test Part"]
+    assert [prompt.index(h) for h in heads] == sorted(prompt.index(h) for h in heads)
+    assert "```python\n" + p.reference.strip() in prompt and p.tests[0] in prompt
+    assert "[Generate 3 test cases" in prompt and "remove_Occ" in prompt
+    bare = build_prompt(replace(p, reference=None), 2, show_example=False)
+    assert "no reference" in bare and p.tests[0] not in bare
+
+
+# ------------------------------------------------------------------------------- verification
+
+
+def test_outputs_come_from_the_reference(sandbox):
+    text = (
+        case("double(3)", "6")       # model right
+        + case("double(4)", "9")     # model wrong: the test still gets the reference's 8
+        + case("double(-1)", "-2")   # reference raises: dropped
+        + case("double(99)", "198")  # reference loops: dropped, and the others survive it
+        + case("double(5)", "oops")  # output unparseable: the input is still used
+        + case("double(2.5)", "5.0")
+    )
+    res = tcg_for([text], sandbox, timeout_s=1.0).generate(DOUBLE)
+    assert res.verified
+    assert res.tests == (TestCase("double(3)", 6), TestCase("double(4)", 8), TestCase("double(5)", 10),
+                         TestCase("double(2.5)", 5.0))
+    c = res.counts
+    assert (c.generated, c.malformed, c.duplicates, c.invalid_input) == (6, 0, 0, 2)
+    assert (c.checked, c.model_output_matches_reference, c.output_malformed, c.kept) == (4, 2, 1, 4)
+    assert res.asserts[1] == "assert double(4) == 8"
+    errors = {e["call"]: e["error"] for e in res.cases}
+    assert errors["double(-1)"].startswith("runtime_error") and errors["double(99)"].startswith("timeout")
+    # Every kept test is correct by construction: the reference passes all of them.
+    assert sandbox.run(DOUBLE.reference, list(res.tests)).verdict is Verdict.PASSED
+
+
+def test_evaluate_calls_returns_plain_values(sandbox):
+    code = "def f(x):\n    return {'k': [x, (x,)], 's': {x}}\n"
+    out = evaluate_calls(sandbox, code, ["f(1)", "f([])", "g(1)"])
+    assert out[0].ok and out[0].value == {"k": [1, (1,)], "s": {1}}
+    assert not out[1].ok  # unhashable in a set: the call raised
+    assert not out[2].ok and out[2].verdict is Verdict.RUNTIME_ERROR and "NameError" in out[2].error
+
+
+def test_duplicates_are_removed_across_samples(sandbox):
+    a = case("double(3)", "6") + case("double( 3 )", "6") + case("double(4)", "8")
+    b = case("double(4)", "8") + case("double(6)", "12")
+    res = tcg_for([a, b], sandbox, n_samples=2).generate(DOUBLE)
+    assert [t.call for t in res.tests] == ["double(3)", "double(4)", "double(6)"]
+    assert res.counts.duplicates == 2 and res.counts.generated == 5
+
+
+def test_without_reference_the_model_outputs_are_kept_unverified(sandbox):
+    p = replace(DOUBLE, reference=None)
+    res = tcg_for([case("double(3)", "7") + case("double(4)", "what")], sandbox).generate(p)
+    assert not res.verified
+    assert res.tests == (TestCase("double(3)", 7),)
+    assert res.counts.checked == 0 and res.counts.unrepresentable == 1
+
+
+def test_garbage_output_counts_and_never_crashes(sandbox):
+    res = tcg_for(["I cannot help with that.", "```case\n# input:\nprint(1)\n```"], sandbox, n_samples=2).generate(DOUBLE)
+    assert res.tests == () and res.counts.generated == 1 and res.counts.malformed == 1
+    with pytest.raises(TCGError):
+        tcg_for([""], sandbox).generate(replace(DOUBLE, entry_point=""))
+    with pytest.raises(TCGError):
+        TCGConfig(k=0)
+
+
+def test_cache_on_disk(sandbox, tmp_path):
+    text = [case("double(3)", "6")]
+    first = tcg_for(text, sandbox, cache_dir=str(tmp_path), seed=1).generate(DOUBLE)
+    assert not first.cached
+    files = list(tmp_path.iterdir())
+    assert len(files) == 1 and files[0].name.startswith("t_double-")  # no temp file left behind
+    again = TestCaseGenerator(ExplodingGenerator(), sandbox, TCGConfig(cache_dir=str(tmp_path), seed=1)).generate(DOUBLE)
+    assert again.cached and again.tests == first.tests and again.counts == first.counts
+    gen = ScriptedGenerator(text)
+    TestCaseGenerator(gen, sandbox, TCGConfig(cache_dir=str(tmp_path), seed=2)).generate(DOUBLE)
+    assert len(gen.calls) == 1 and gen.calls[0][1].seed == 2  # another seed is another entry
+    assert len(list(tmp_path.iterdir())) == 2
+    files[0].write_text("{not json")  # a corrupt entry is ignored and rewritten
+    fresh = TestCaseGenerator(ScriptedGenerator(text), sandbox, TCGConfig(cache_dir=str(tmp_path), seed=1)).generate(DOUBLE)
+    assert not fresh.cached and json.loads(files[0].read_text())["tests"] == [{"call": "double(3)", "expected": "6"}]
+
+
+# ----------------------------------------------------------------------------------- env source
+
+
+def test_env_rewards_with_generated_tests_and_reports_dataset_tests(sandbox):
+    # Generated tests only use characters absent from the string, so a do-nothing solution passes
+    # them while the dataset tests still catch it.
+    texts = {"remove_Occ": [case('remove_Occ("abc", "z")', "'abc'") + case('remove_Occ("", "a")', "''")]}
+    tcg = TestCaseGenerator(ScriptedGenerator(texts), sandbox, TCGConfig(cache_dir=""))
+    assert isinstance(tcg, rewards.TestSource)
+    env = gym.make("O1Code-MBPP-Direct-v0", task_ids=["mbpp/11"], sandbox=sandbox, tests=tcg)
+    env.reset(seed=0)
+    _, reward, term, _, info = env.step("```python\ndef remove_Occ(s, ch):\n    return s\n```")
+    assert term and reward == 1.0
+    assert info["tests"] == ["assert remove_Occ('abc', 'z') == 'abc'", "assert remove_Occ('', 'a') == ''"]
+    assert info["eval"]["verdict"] == "failed" and info["eval"]["total"] == 3
+    env.close()
+
+
+def test_env_accepts_tcg_string_lazily(sandbox):
+    env = gym.make("O1Code-MBPP-Direct-v0", task_ids=["mbpp/11"], sandbox=sandbox, tests="tcg:hf:/nonexistent")
+    src = env.unwrapped.test_source
+    assert isinstance(src, TestCaseGenerator) and src.model_name == "hf:/nonexistent"
+    assert src.sandbox is sandbox  # the env's sandbox runs the reference; no model loaded yet
+    env.close()
+
+
+def test_fallback_to_dataset_tests_when_nothing_is_kept(sandbox):
+    p = get_problem("mbpp/11")
+    assert tcg_for(["nothing"], sandbox).tests_for(p) == p.tests
+    assert list(tcg_for(["nothing"], sandbox, fallback_to_dataset=False).tests_for(p)) == []
+
+
+# -------------------------------------------------------------------------------------- mutants
+
+
+def test_mutants():
+    code = "def f(a, b):\n    if a < b and a > 0:\n        return (a + 1, b)\n    return (b, a)\n"
+    ms = mutants(code)
+    srcs = [m for m, _ in ms]
+    assert len(srcs) == len(set(srcs)) and all(compile(s, "m", "exec") for s in srcs)
+    kinds = {d.split(" ")[0] for _, d in ms}
+    assert {"flip", "swap", "int", "drop"} <= kinds
+    assert "if a <= b and a > 0" in "\n".join(srcs) and "if a < b or a > 0" in "\n".join(srcs)
+    assert "return (a + 1,)" in "\n".join(srcs) and "return (a - 1, b)" in "\n".join(srcs)
+    few = mutants(code, max_mutants=3, seed=7)
+    assert len(few) == 3 and few == mutants(code, max_mutants=3, seed=7) and set(few) <= set(ms)
+    assert mutants("def broken(:") == []
+
+
+def test_mutant_set_on_mbpp_fails_dataset_tests(sandbox):
+    p = get_problem("mbpp/11")
+    tcg = tcg_for([case('remove_Occ("hello", "l")', "'heo'") + case('remove_Occ("abcda", "a")', "'bcd'")
+                   + case('remove_Occ("xyz", "q")', "'xyz'")], sandbox)
+    row = evaluate_problem(tcg, p, sandbox, wrong=["def remove_Occ(s, ch):\n    return s[1:-1]\n",
+                                                  p.reference], max_mutants=4)
+    # The reference itself is not "wrong" (it passes the dataset tests), so it is not counted.
+    assert row["n_mutants"] == 4 and row["n_wrong"] == 5
+    assert row["rejected_dataset"] == 5 and 0 < row["rejected_generated"] <= 5
+    assert row["reference_rejected"] == 0
+    assert row["counts"]["kept"] == 3 and row["counts"]["model_output_matches_reference"] == 3
+
+
+# ------------------------------------------------------------------------------------ eval figures
+
+
+def _row(tid, generated, malformed, invalid, checked, matches, kept, n_wrong, rej_gen, rej_ex, ref_rej=0):
+    counts = dict(generated=generated, malformed=malformed, duplicates=0, invalid_input=invalid, unrepresentable=0,
+                  output_malformed=0, checked=checked, model_output_matches_reference=matches, kept=kept)
+    return dict(task_id=tid, verified=True, counts=counts, n_wrong=n_wrong, rejected_generated=rej_gen,
+                rejected_dataset=n_wrong, rejected_example=rej_ex, reference_rejected=ref_rej)
+
+
+def test_summary_figures_hand_computed():
+    rows = [_row("a", 3, 0, 1, 2, 2, 2, 4, 3, 1), _row("b", 4, 1, 0, 3, 1, 3, 2, 2, 2),
+            _row("c", 2, 2, 0, 0, 0, 0, 0, 0, 0)]
+    s = summarise_tcg(rows, k=3, model="m", split="validation")
+    assert s["output_match"] == pytest.approx(3 / 5)          # (2 + 1) / (2 + 3)
+    assert s["all_correct"] == pytest.approx(1 / 2)           # a yes, b no, c has none checked
+    assert s["input_validity"] == pytest.approx(5 / 6)        # 5 ran of 5 + 1 well-formed distinct
+    assert s["malformed_rate"] == pytest.approx(3 / 9)
+    assert s["at_least_k"] == pytest.approx(1 / 3)
+    assert s["rejected_generated"] == pytest.approx(5 / 6) and s["rejected_example"] == pytest.approx(3 / 6)
+    assert s["rejected_dataset"] == 1.0 and s["reference_false_rejections"] == 0
+    assert summarise_tcg([_row("z", 0, 0, 0, 0, 0, 0, 0, 0, 0)], 3)["output_match"] is None
+
+
+def test_run_tcg_eval_writes_report_and_resumes(sandbox, tmp_path):
+    texts = {"remove_Occ": [case('remove_Occ("hello", "l")', "'heo'") + case('remove_Occ("aa", "a")', "'a'")],
+             "sort_matrix": [case("sort_matrix([[3], [1]])", "[[1], [3]]") + case("sort_matrix([])", "[]")
+                             + case("sort_matrix([[1, 2], [0]])", "[[0], [1, 2]]")]}
+    gen = ScriptedGenerator(texts)
+    cfg = TCGEvalConfig(model="scripted", problems_jsonl="", split="test", limit=2, run_dir=str(tmp_path / "run"),
+                        max_mutants=3)
+    s = run_tcg_eval(cfg, generator=gen, sandbox=sandbox, progress=False)
+    assert s["problems"] == 2 and s["reference_false_rejections"] == 0
+    assert s["output_match"] == pytest.approx(4 / 5)  # remove_Occ("aa", "a") is '' not 'a'
+    assert s["at_least_k"] == pytest.approx(1 / 2)
+    for name in ("results.jsonl", "summary.json", "summary.md", "summary.png"):
+        assert (tmp_path / "run" / name).stat().st_size > 0
+    assert "(a) model outputs matching the reference | 80.0%" in (tmp_path / "run" / "summary.md").read_text()
+    again = run_tcg_eval(cfg, generator=ExplodingGenerator(), sandbox=sandbox, progress=False)
+    assert again["output_match"] == s["output_match"]
+    assert len((tmp_path / "run" / "results.jsonl").read_text().splitlines()) == 2
+
+
+# ------------------------------------------------------------------------------- training data, CLI
+
+
+def test_sft_and_dpo_records():
+    good = get_problem("mbpp/602")
+    same = Problem("t/same", "Always true.", "yes", ("assert yes(1) == True", "assert yes(2) == True"),
+                   reference="def yes(x):\n    return True\n")
+    sft, dpo = build_tcg_examples([good, same, replace(good, task_id="t/noref", reference=None)], seed=0)
+    assert len(sft) == 2 and len(dpo) == 1  # no reference: no record; all outputs equal: no negative
+    rec = dpo[0]
+    chosen, rejected = parse_cases(rec["chosen"], good.entry_point), parse_cases(rec["rejected"], good.entry_point)
+    assert [c.call for c in chosen] == [c.call for c in rejected] and len(chosen) >= 2
+    assert sorted(map(repr, (c.output for c in chosen))) == sorted(map(repr, (c.output for c in rejected)))
+    assert any(a.output != b.output for a, b in zip(chosen, rejected))
+    # By default the target holds every dataset test (k = 3 as at inference); optionally not the shown one.
+    shown = parse_assert(good.tests[0], good.entry_point)[0]
+    assert "[Generate 3 test cases" in rec["prompt"] and shown in [c.call for c in chosen]
+    sft2, _ = build_tcg_examples([good], seed=0, include_example=False)
+    assert "[Generate 2 test cases" in sft2[0]["prompt"]
+    assert shown not in [c.call for c in parse_cases(sft2[0]["completion"], good.entry_point)]
+
+
+def test_cli_parsers():
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    add_tcg_commands(parser.add_subparsers(dest="command"))
+    a = parser.parse_args(["tcg", "eval", "--model", "hf:x", "--split", "validation", "--limit", "5", "--run-dir", "r"])
+    assert (a.model, a.limit, a.run_dir, a.k, a.func.__name__) == ("hf:x", 5, "r", 3, "_cmd_eval")
+    t = parser.parse_args(["tcg", "train", "--sft-steps", "3", "--dpo-steps", "2", "--out-dir", "o"])
+    assert (t.sft_steps, t.dpo_steps, t.lr, t.beta, t.func.__name__) == (3, 2, 5e-4, 0.1, "_cmd_train")
