@@ -32,6 +32,7 @@ import time
 
 from o1code.data import load_mbpp
 from o1code.sandboxes import Job, LocalSandbox, Verdict
+from o1code.sandboxes.local import _descendants  # the same /proc walk the pool uses
 
 CALLERS = 2
 # The baseline's `python3`: the real interpreter (the pyenv shim on PATH adds ~300 ms of bash).
@@ -127,30 +128,11 @@ def bench(args):
 
 # ---------------------------------------------------------------------------------------- soak
 
-def descendants(pid: int) -> list[int]:
-    out, todo = [], [pid]
-    while todo:
-        p = todo.pop()
-        try:
-            tids = os.listdir(f"/proc/{p}/task")
-        except OSError:
-            continue
-        for tid in tids:
-            try:
-                with open(f"/proc/{p}/task/{tid}/children") as f:
-                    kids = [int(x) for x in f.read().split()]
-            except (OSError, ValueError):
-                continue
-            out += kids
-            todo += kids
-    return out
-
-
 def worker_procs() -> int:
     """Processes below this one whose command line is a sandbox worker (or a fork of one). Other
     sessions may run sandboxes on this machine; with a PID namespace nothing leaves our tree."""
     n = 0
-    for pid in descendants(os.getpid()):
+    for pid in _descendants(os.getpid()):
         try:
             with open(f"/proc/{pid}/cmdline", "rb") as f:
                 n += WORKER_MARK in f.read()
@@ -162,10 +144,10 @@ def worker_procs() -> int:
 def leftovers(sb) -> int:
     """Processes below this one beyond each worker's own four (bwrap, bwrap's init, the zygote,
     its one pre-forked child), plus worker-like processes outside every live worker's tree."""
-    mine = descendants(os.getpid())  # first: a child forked after this is inside the trees below
+    mine = _descendants(os.getpid())  # first: a child forked after this is inside the trees below
     allowed, extra = set(), 0
     for w in list(sb._live):
-        tree = [w.proc.pid] + descendants(w.proc.pid)
+        tree = [w.proc.pid] + _descendants(w.proc.pid)
         allowed |= set(tree)
         extra += max(0, len(tree) - 4)
     stray = 0
@@ -184,7 +166,7 @@ def zygote_fds(sb) -> list[int]:
     """Open fds of each worker's zygote (bwrap, bwrap's init, then the zygote)."""
     out = []
     for w in sorted(sb._live, key=lambda w: w.proc.pid):
-        tree = [w.proc.pid] + descendants(w.proc.pid)
+        tree = [w.proc.pid] + _descendants(w.proc.pid)
         z = tree[2] if len(tree) > 2 else tree[-1]
         try:
             out.append(len(os.listdir(f"/proc/{z}/fd")))

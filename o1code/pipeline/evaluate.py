@@ -132,7 +132,8 @@ def _read_results(path: Path) -> list[dict]:
     return rows
 
 
-def _write_atomic(path: Path, text: str) -> None:
+def write_atomic(path: Path, text: str) -> None:
+    """Write `text` to `path` so that a reader sees the old or the new file, never a torn one."""
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, path)
@@ -245,8 +246,8 @@ def plot_summaries(summaries: Sequence[dict], path: Path) -> None:
 
 
 def write_report(run_dir: Path, summaries: Sequence[dict]) -> None:
-    _write_atomic(run_dir / "summary.json", json.dumps(list(summaries), indent=2))
-    _write_atomic(run_dir / "summary.md", markdown_table(summaries))
+    write_atomic(run_dir / "summary.json", json.dumps(list(summaries), indent=2))
+    write_atomic(run_dir / "summary.md", markdown_table(summaries))
     plot_summaries(summaries, run_dir / "summary.png")
 
 
@@ -272,7 +273,7 @@ def run_eval(
         changed = [k for k in keys if stored.get(k) != current.get(k)]
         if changed:
             raise PipelineError(f"{run_dir} holds a run with other settings ({', '.join(changed)}); use another --run-dir")
-    _write_atomic(cfg_path, json.dumps(current, indent=2))
+    write_atomic(cfg_path, json.dumps(current, indent=2))
 
     problems = select_problems(config)
     results_path = run_dir / "results.jsonl"

@@ -38,6 +38,7 @@ from typing import Any, Sequence
 
 from o1code.data import Problem, load_mbpp, load_problems
 from o1code.pipeline.errors import PipelineError
+from o1code.pipeline.evaluate import write_atomic
 from o1code.rewards.mutants import mutants as make_mutants
 from o1code.rewards.tcg import (
     TCGConfig,
@@ -425,13 +426,6 @@ def _read_rows(path: Path) -> dict[str, dict]:
     return rows
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
-
-
 def _load_wrong_samples(path: str) -> dict[str, list[str]]:
     out: dict[str, list[str]] = {}
     if not path:
@@ -674,8 +668,8 @@ def run_tcg_eval(config: TCGEvalConfig, generator: Any = None, sandbox: Any = No
     summary = summarise_tcg(wanted, config.tcg.k, config.model, config.split if not config.problems_jsonl
                             else Path(config.problems_jsonl).name)
     summary["config"] = {k: v for k, v in dataclasses.asdict(config).items()}
-    _write_atomic(run_dir / "summary.json", json.dumps(summary, indent=2, default=str))
-    _write_atomic(run_dir / "summary.md", tcg_markdown([summary]))
+    write_atomic(run_dir / "summary.json", json.dumps(summary, indent=2, default=str))
+    write_atomic(run_dir / "summary.md", tcg_markdown([summary]))
     plot_tcg([summary], run_dir / "summary.png")
     return summary
 
