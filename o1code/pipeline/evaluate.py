@@ -219,7 +219,7 @@ def markdown_table(summaries: Sequence[dict]) -> str:
         lines.append(
             f"| {s['agent']} | {s['mode']} | {s['model']} | {s['counted']} | {100 * s['pass_at_1']:.1f} | {aspr} "
             f"| {s['avg_tokens']:.0f} | {s['avg_steps']:.1f} | {s['avg_seconds']:.1f} "
-            f"| {100 * s['outside_generation_share']:.0f}% |"
+            f"| {100 * s['outside_generation_share']:.2f}% |"
         )
     return "\n".join(lines) + "\n"
 
