@@ -101,3 +101,12 @@ def render_chat(template: str, prompt: str, **extra: Any) -> str:
     return env.from_string(template).render(
         messages=[{"role": "user", "content": prompt}], add_generation_prompt=True, **extra
     )
+
+
+def apply_chat_template(tokenizer: Any, prompt: str, enabled: bool) -> str:
+    """``prompt`` as one user turn plus the generation prompt when `enabled` and the (Hugging Face)
+    tokenizer has a chat template; else ``prompt`` unchanged (raw completion)."""
+    if enabled and getattr(tokenizer, "chat_template", None):
+        return tokenizer.apply_chat_template(
+            [{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True)
+    return prompt

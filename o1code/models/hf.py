@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-from .base import Completion, SamplingParams, cut_at_stop
+from .base import Completion, SamplingParams, apply_chat_template, cut_at_stop
 from .errors import ModelError, ModelFileError
 
 log = logging.getLogger(__name__)
@@ -89,10 +89,7 @@ class HFGenerator:
 
     def format_prompt(self, prompt: str) -> str:
         """The exact text fed to the model for ``prompt`` (chat template applied when enabled)."""
-        if self.config.chat_template and getattr(self.tokenizer, "chat_template", None):
-            return self.tokenizer.apply_chat_template(
-                [{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True)
-        return prompt
+        return apply_chat_template(self.tokenizer, prompt, self.config.chat_template)
 
     def generate(self, prompts: Sequence[str], params: SamplingParams) -> list[list[Completion]]:
         """Return, for each prompt in order, ``params.n`` Completions (see :class:`Completion`)."""

@@ -12,6 +12,7 @@ from typing import Any, Sequence, Union
 import torch
 from torch import nn
 
+from .base import apply_chat_template
 from .errors import MissingExtraError, ModelFileError
 
 log = logging.getLogger(__name__)
@@ -85,10 +86,7 @@ class Policy(nn.Module):
     # ---------------------------------------------------------------- inputs
     def format_prompt(self, prompt: str) -> str:
         """The text the model is conditioned on for ``prompt`` (same rule as HFGenerator)."""
-        if self.config.chat_template and getattr(self.tokenizer, "chat_template", None):
-            return self.tokenizer.apply_chat_template(
-                [{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True)
-        return prompt
+        return apply_chat_template(self.tokenizer, prompt, self.config.chat_template)
 
     def _prompt_ids(self, prompt: str) -> list[int]:
         templ = self.config.chat_template and getattr(self.tokenizer, "chat_template", None)

@@ -6,7 +6,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
-from .base import Completion, SamplingParams
+from .base import Completion, SamplingParams, apply_chat_template
 from .errors import MissingExtraError
 
 log = logging.getLogger(__name__)
@@ -38,10 +38,7 @@ class VLLMGenerator:
         self.tokenizer = self.llm.get_tokenizer()
 
     def format_prompt(self, prompt: str) -> str:
-        if self.config.chat_template and getattr(self.tokenizer, "chat_template", None):
-            return self.tokenizer.apply_chat_template(
-                [{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True)
-        return prompt
+        return apply_chat_template(self.tokenizer, prompt, self.config.chat_template)
 
     def generate(self, prompts: Sequence[str], params: SamplingParams) -> list[list[Completion]]:
         """Return, for each prompt in order, ``params.n`` Completions (see :class:`Completion`)."""
