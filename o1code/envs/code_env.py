@@ -9,7 +9,6 @@ from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 import gymnasium as gym
-import numpy as np
 from gymnasium import spaces
 
 from o1code.data import Problem, load_mbpp

@@ -4,7 +4,7 @@ proposed steps, with numeric features, so that stable-baselines3 agents can trai
 from __future__ import annotations
 
 import zlib
-from typing import Any, Protocol, Sequence, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import gymnasium as gym
 import numpy as np

@@ -29,7 +29,6 @@ import json
 import logging
 import os
 import random
-import re
 import tempfile
 import time
 from dataclasses import dataclass, field
