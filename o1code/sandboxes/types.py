@@ -81,6 +81,8 @@ class ExecutionResult:
         seconds: Wall time of the run, host side.
         message: A short explanation of the verdict (exception type and text, limit hit, ...).
         attempts: How many times the run was tried (2 after a retried `sandbox_error`).
+        isolation: The isolation the code ran under, e.g. ``"bwrap+seccomp+rlimits"``; a value
+            starting with ``"none"`` means it ran WITHOUT confinement (an explicit opt-in).
     """
 
     verdict: Verdict
@@ -92,6 +94,7 @@ class ExecutionResult:
     seconds: float = 0.0
     message: str = ""
     attempts: int = 1
+    isolation: str = ""
 
     @property
     def pass_fraction(self) -> float:
