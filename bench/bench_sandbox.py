@@ -100,7 +100,7 @@ def bench(args):
     ps = problems()
     print(f"machine: {os.cpu_count()} cpus, load average {os.getloadavg()[0]:.2f}; callers={CALLERS}")
     with LocalSandbox(workers=CALLERS) as sb:
-        print(f"isolation: {sb.isolation_summary}")
+        print(f"isolation: {sb.isolation_summary} ({sb.bwrap or 'no bwrap'})")
         drive(ps[:100], lambda p: sb.run(p.reference, p.tests, p.setup_code, 20.0))  # warm-up
         rs, lat, wall = drive(ps, lambda p: sb.run(p.reference, p.tests, p.setup_code, 20.0))
         # mbpp/123 alone is ~2.5 s of pure CPU (amicable numbers below 10000): it holds one of the
@@ -203,7 +203,7 @@ def soak(args):
     }
     print(f"soak: {args.soak} runs, {CALLERS} callers; load average {os.getloadavg()[0]:.2f}")
     with LocalSandbox(workers=CALLERS) as sb:
-        print(f"isolation: {sb.isolation_summary}")
+        print(f"isolation: {sb.isolation_summary} ({sb.bwrap or 'no bwrap'})")
         time.sleep(0.3)  # let each zygote finish pre-forking its first child
         idle_procs = worker_procs()
         zfds_before = zygote_fds(sb)

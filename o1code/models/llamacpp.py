@@ -2,11 +2,22 @@
 
 Completions are sampled one at a time (completion ``j`` uses seed ``seed + j``). Note llama.cpp
 applies top-k/top-p before temperature (transformers applies temperature first).
+
+Reproducibility with a KV cache kept between calls: llama.cpp's CPU kernels round differently
+depending on how tokens are batched (e.g. a 1-token batch uses ggml's vec_dot, a larger one
+llamafile's tinyBLAS), so a prompt token's KV entries and the first sampled token's logits depend on
+which tokens were evaluated together. Letting llama-cpp-python reuse "the longest common prefix"
+therefore made a seed's samples depend on what the cache held. Here prompts are evaluated in fixed
+chunks of ``cache_chunk`` tokens aligned to absolute positions (``[0, C)``, ``[C, 2C)``, ...), and only
+whole chunks so computed are ever reused, or all of the last prompt (with its saved last-token
+logits) when the same prompt comes again: every KV entry and logit is then computed by the same
+operations whatever came before. Tokens are sampled by llama.cpp's sampler chain from those logits.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import dataclasses
 import logging
 import os
@@ -30,10 +41,14 @@ class LlamaCppConfig:
     the cores, idles one of two). ``chat_template``: apply the GGUF's chat template (False: raw completion).
     ``use_extra_bufts``: llama.cpp's weight-repacking buffers; off by default because with them
     llama.cpp 0.3.36 segfaults on multi-token batches on some CPUs (AMX/repack kernels).
-    ``prefix_cache``: keep the KV cache between calls and evaluate only the tokens after the longest
-    common prefix (the n samples of one prompt, and a search's steps, share the long few-shot
-    prompt). Outputs stay reproducible for the same sequence of calls; False re-evaluates every
-    prompt from scratch, so each call alone is bit-reproducible whatever came before."""
+    ``prefix_cache``: keep the KV cache between calls and re-evaluate only from the last
+    ``cache_chunk`` boundary within the longest common prefix (the n samples of one prompt, and a
+    search's steps, share the long few-shot prompt). False re-evaluates every prompt from scratch.
+    Either way the same prompt, params and seed give bit-identical completions whatever the
+    generator did before (and the same with prefix_cache True or False, for the same model, threads,
+    ``cache_chunk`` and hardware). ``cache_chunk``: prompts are evaluated in batches of this many
+    tokens aligned to multiples of it (at most ``n_batch``); a call re-evaluates at least the prompt's
+    last 1..cache_chunk tokens, none when its prompt is the previous call's."""
 
     path: str = ""
     n_ctx: int = 4096
@@ -42,6 +57,7 @@ class LlamaCppConfig:
     chat_template: bool = True
     use_extra_bufts: bool = False
     prefix_cache: bool = True
+    cache_chunk: int = 32
     verbose: bool = False
 
 
@@ -86,13 +102,18 @@ def _model_params(llama_cpp: Any, use_extra_bufts: bool) -> Iterator[None]:
 
 class LlamaCppGenerator:
     """Generator over llama-cpp-python. Completions carry token ids and per-token model log-probs
-    (log-softmax of the raw logits of the sampling step)."""
+    (log-softmax of the raw logits of the sampling step). With a seed, a call's completions depend
+    only on the prompt, the params and the setup (model, threads, ``cache_chunk``, hardware), not on
+    earlier calls or on what the KV cache holds (see the module docstring)."""
 
     def __init__(self, config: LlamaCppConfig) -> None:
         llama_cpp = import_llama_cpp()
         path = Path(config.path).expanduser()
         if not path.is_file():
             raise ModelFileError(f"GGUF file not found: {path}")
+        if not (isinstance(config.cache_chunk, int) and 1 <= config.cache_chunk <= config.n_batch):
+            raise InvalidParamsError(f"cache_chunk must be an int in [1, n_batch={config.n_batch}], "
+                                     f"got {config.cache_chunk!r}")
         self.config = config
         try:
             with _model_params(llama_cpp.llama_cpp, config.use_extra_bufts):
@@ -104,6 +125,13 @@ class LlamaCppGenerator:
         self._lib = llama_cpp.llama_cpp
         self._vocab = self._lib.llama_model_get_vocab(self.llm.model)
         self.chat_template = self.llm.metadata.get("tokenizer.chat_template")
+        # Prefix-cache state. KV positions [0, _canon) hold whole prompt chunks evaluated canonically
+        # (one llama_decode each, aligned to multiples of cache_chunk); llm.input_ids[:_canon] are their
+        # tokens. _last: (tokens, last-token logits) of the last prompt evaluated, whose KV is still
+        # intact, so that the same prompt again (the n samples of one prompt) needs no evaluation.
+        self._canon = 0
+        self._last: tuple[Any, Any] | None = None
+        self.n_prompt_tokens_evaluated = 0  # running count, to check/measure prefix reuse
 
     def close(self) -> None:
         """Free the llama.cpp model and context now (also done on garbage collection / exit)."""
@@ -129,36 +157,95 @@ class LlamaCppGenerator:
                 out.append([self._one(p, params, params.seed_for(j)) for j in range(params.n)])
         return out
 
+    def _eval_prompt(self, toks: list[int]) -> Any:
+        """Bring the KV cache to exactly ``toks``; return the logits after its last token. Every
+        position is computed in its canonical chunk; whole canonical chunks of the common prefix with
+        the cache are reused, and so is all of a prompt identical to the last one."""
+        import numpy as np
+
+        llm, lib, c, n = self.llm, self._lib, self.config.cache_chunk, len(toks)
+        arr = np.asarray(toks, dtype=llm.input_ids.dtype)
+        if self.config.prefix_cache and self._last is not None and np.array_equal(self._last[0], arr):
+            llm.n_tokens = n  # the next llm.eval drops the KV of the last call's generated tokens
+            return self._last[1]
+        keep = 0
+        if self.config.prefix_cache:
+            m = min(self._canon, n - 1)  # re-evaluate >= 1 token: its logits start the sampling
+            diff = np.flatnonzero(llm.input_ids[:m] != arr[:m])
+            keep = (int(diff[0]) if diff.size else m) // c * c
+        self._canon, self._last = keep, None
+        llm.n_tokens = keep  # llm.eval drops the KV cache from position n_tokens on
+        for i in range(keep, n, c):
+            llm.eval(toks[i:i + c])  # one llama_decode (c <= n_batch), logits for the last token only
+            self.n_prompt_tokens_evaluated += min(c, n - i)
+            if i + c <= n:  # a trailing partial chunk is not canonical: its batch depends on n
+                self._canon = i + c
+        logits = np.ctypeslib.as_array(lib.llama_get_logits_ith(llm.ctx, -1), shape=(llm.n_vocab(),)).copy()
+        if self.config.prefix_cache:
+            self._last = (arr, logits)
+        return logits
+
+    def _sampler(self, params: SamplingParams, seed: int) -> Any:
+        """A fresh llama.cpp sampler chain (the one ``Llama.generate`` builds, minus its no-op stages)."""
+        lib = self._lib
+        chain = lib.llama_sampler_chain_init(lib.llama_sampler_chain_default_params())
+        if params.greedy:
+            lib.llama_sampler_chain_add(chain, lib.llama_sampler_init_greedy())
+        else:
+            lib.llama_sampler_chain_add(chain, lib.llama_sampler_init_top_k(params.top_k or 0))
+            lib.llama_sampler_chain_add(chain, lib.llama_sampler_init_top_p(params.top_p, 1))
+            lib.llama_sampler_chain_add(chain, lib.llama_sampler_init_temp(params.temperature))
+            lib.llama_sampler_chain_add(chain, lib.llama_sampler_init_dist(seed & 0xFFFFFFFF))
+        return chain
+
     def _one(self, prompt: str, params: SamplingParams, seed: int) -> Completion:
         import numpy as np
 
-        llm = self.llm
+        llm, lib = self.llm, self._lib
         toks = llm.tokenize(self.format_prompt(prompt).encode("utf-8"), add_bos=True, special=True)
         budget = min(params.max_tokens, self.config.n_ctx - len(toks))
         if budget < 1:
             raise InvalidParamsError(f"prompt has {len(toks)} tokens, no room left in n_ctx={self.config.n_ctx}")
-        if not self.config.prefix_cache:
-            llm.reset()  # llama-cpp-python otherwise reuses the longest matching KV prefix
-        llm.set_seed(seed)
+        logits = self._eval_prompt(toks)
+        n_vocab = len(logits)
+        # what llama_sampler_sample does, but from a logits array (the last prompt's may be cached)
+        cand = np.empty(n_vocab, dtype=np.dtype([("id", np.intc), ("logit", np.single), ("p", np.single)],
+                                                align=True))
+        assert cand.itemsize == ctypes.sizeof(lib.llama_token_data)
+        cur = lib.llama_token_data_array()
+        all_ids = np.arange(n_vocab, dtype=np.intc)
         ids: list[int] = []
         lps: list[float] = []
         reason, text = "length", ""
-        n_vocab = llm.n_vocab()
-        for tok in llm.generate(toks, top_k=params.top_k or 0, top_p=params.top_p, min_p=0.0,
-                                temp=params.temperature, repeat_penalty=1.0):
-            logits = np.ctypeslib.as_array(self._lib.llama_get_logits_ith(llm.ctx, -1), shape=(n_vocab,))
-            m = float(logits.max())
-            lps.append(float(logits[tok]) - m - float(np.log(np.exp(logits - m).sum())))
-            ids.append(tok)
-            if self._lib.llama_vocab_is_eog(self._vocab, tok):
-                reason = "stop"
-                break
-            text = llm.detokenize(ids).decode("utf-8", errors="ignore")
-            if params.stop:
-                cut, hit = cut_at_stop(text, params.stop)
-                if hit:
-                    text, reason = cut, "stop"
+        chain = self._sampler(params, seed)
+        try:
+            while True:
+                cand["id"] = all_ids
+                cand["logit"] = logits
+                cand["p"] = 0.0
+                cur.data = cand.ctypes.data_as(lib.llama_token_data_p)  # samplers may repoint it
+                cur.size, cur.selected, cur.sorted = n_vocab, -1, False
+                lib.llama_sampler_apply(chain, ctypes.byref(cur))
+                if not 0 <= cur.selected < cur.size:
+                    raise ModelError(f"llama.cpp sampler selected no token ({cur.selected})")
+                tok = int(cur.data[cur.selected].id)
+                lib.llama_sampler_accept(chain, tok)
+                m = float(logits.max())
+                lps.append(float(logits[tok]) - m - float(np.log(np.exp(logits - m).sum())))
+                ids.append(tok)
+                if lib.llama_vocab_is_eog(self._vocab, tok):
+                    reason = "stop"
                     break
-            if len(ids) >= budget:
-                break
+                text = llm.detokenize(ids).decode("utf-8", errors="ignore")
+                if params.stop:
+                    cut, hit = cut_at_stop(text, params.stop)
+                    if hit:
+                        text, reason = cut, "stop"
+                        break
+                if len(ids) >= budget:
+                    break
+                llm.eval([tok])  # generated tokens go one at a time, after the prompt: never reused
+                logits = np.ctypeslib.as_array(lib.llama_get_logits_ith(llm.ctx, -1), shape=(n_vocab,))
+        finally:
+            lib.llama_sampler_free(chain)
         return Completion(text=text, token_ids=ids, logprobs=lps, finish_reason=reason)

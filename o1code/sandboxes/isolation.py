@@ -10,6 +10,7 @@ network, an own PID namespace, not root). The first candidate that passes is use
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import subprocess
@@ -19,6 +20,8 @@ from pathlib import Path
 from typing import Optional
 
 from .errors import SandboxUnavailableError
+
+log = logging.getLogger(__name__)
 
 #: Environment variable: ``unsafe`` opts every ``isolation="auto"`` sandbox of the process into
 #: running without confinement; ``bwrap`` (or unset) requires bubblewrap.
@@ -182,6 +185,8 @@ def choose_bwrap(explicit: Optional[str] = None, tmpfs_mb: int = 64) -> str:
     for path, source in found:
         why = probe(path, tmpfs_mb)
         if why is None:
+            if len(tried) > len(missing):
+                log.warning("sandbox: using %s (%s); skipped: %s", path, source, "; ".join(tried[len(missing):]))
             return path
         tried.append(f"{path} ({source}): {why}")
     hints = diagnose("\n".join(tried))
