@@ -6,16 +6,19 @@ unchanged; loaders normalise Windows line ends in the code fields.
 
 from o1code.data.errors import DataError, ProblemFormatError
 from o1code.data.problems import (
+    DATASETS,
     MBPP_KNOWN_BAD,
     MBPP_SPLITS,
     Problem,
     derive_entry_point,
     get_problem,
+    load_dataset,
     load_mbpp,
     load_problems,
 )
 
 __all__ = [
+    "DATASETS",
     "MBPP_KNOWN_BAD",
     "MBPP_SPLITS",
     "DataError",
@@ -23,6 +26,7 @@ __all__ = [
     "ProblemFormatError",
     "derive_entry_point",
     "get_problem",
+    "load_dataset",
     "load_mbpp",
     "load_problems",
 ]

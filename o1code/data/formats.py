@@ -127,7 +127,7 @@ def describe_problem(problem: Problem, show_tests: str = "all") -> str:
     if show_tests not in SHOW_TESTS:
         raise DataError(f"unknown show_tests {show_tests!r}; choose one of: {', '.join(SHOW_TESTS)}")
     lines = [problem.text.strip(), f"The function must be named `{problem.entry_point}`."]
-    shown = {"none": (), "first": problem.tests[:1], "all": problem.tests}[show_tests]
+    shown = {"none": (), "first": problem.visible(), "all": problem.tests}[show_tests]
     if shown:
         lines.append("Your code should pass these tests:")
         lines += [t.strip() for t in shown]

