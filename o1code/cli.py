@@ -19,8 +19,9 @@ from o1code.pipeline.evaluate import write_report
 from o1code.sandboxes import SandboxError
 from o1code.pipeline.tcg import add_tcg_commands
 
-EVAL_FLAGS = ("agent", "mode", "model", "split", "sanitized", "limit", "tasks", "seed", "run_dir", "max_steps",
-              "max_step_tokens", "rollouts", "children", "time_budget_s", "temperature")
+EVAL_FLAGS = ("agent", "mode", "model", "dataset", "split", "sanitized", "limit", "tasks", "seed", "run_dir",
+              "max_steps", "tests", "show_tests", "max_step_tokens", "rollouts", "children", "time_budget_s",
+              "temperature")
 
 log = logging.getLogger("o1code")
 
@@ -94,18 +95,30 @@ def _slug(text: str) -> str:
 
 
 def eval_grid(args: argparse.Namespace) -> list[EvalConfig]:
-    """The runs an `o1code eval` call stands for: one, or a config file's grid (cartesian product
-    of the lists under ``[grid]``), each in its own sub-directory of the run directory."""
+    """The runs an `o1code eval` call stands for: one, or a config file's runs, each in its own
+    sub-directory of the run directory: a ``[grid]`` table (the cartesian product of its lists)
+    or a list of ``[[runs]]`` tables (each one run's settings on top of the file's)."""
     base: dict = {}
     grid: dict = {}
+    listed: list = []
     if args.config:
         data = _load_config_file(args.config)
         grid = data.pop("grid", {})
+        listed = data.pop("runs", [])
+        if grid and listed:
+            raise PipelineError(f"{args.config}: use [grid] or [[runs]], not both")
         base.update(data)
     for key in EVAL_FLAGS:
         value = getattr(args, key, None)
         if value is not None:
             base[key] = value
+    if listed:
+        runs = []
+        for point in listed:
+            cfg = EvalConfig.from_dict({**base, **point})
+            cfg.run_dir = str(Path(cfg.run_dir) / _slug("-".join(str(v) for v in point.values())))
+            runs.append(cfg.validate())
+        return runs
     if not grid:
         return [EvalConfig.from_dict(base).validate()]
     keys = list(grid)
@@ -122,7 +135,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
     runs = eval_grid(args)
     if args.dry_run:
         for cfg in runs:
-            print(f"{cfg.agent:<7} {cfg.mode:<11} {cfg.model:<45} split={cfg.split} -> {cfg.run_dir}")
+            reward = f"{cfg.tests} (ORACLE)" if cfg.oracle else cfg.tests
+            print(f"{cfg.agent:<7} {cfg.mode:<11} {cfg.model:<45} {cfg.dataset}/{cfg.split} reward={reward} "
+                  f"-> {cfg.run_dir}")
         print(f"-- {len(runs)} runs")
         return 0
     summaries = [run_eval(cfg, progress=not args.no_progress) for cfg in runs]
@@ -181,13 +196,16 @@ def build_parser() -> argparse.ArgumentParser:
     ev = commands.add_parser(
         "eval",
         help="evaluate an agent: Pass@1 and ASPR (the paper's Table 1)",
-        description="Evaluate an agent on MBPP problems. Writes results.jsonl (appended per problem; "
-        "re-running the same --run-dir resumes), trajectories.jsonl (mcts), summary.json, summary.md "
-        "and summary.png to the run directory. Pass@1: share of problems whose answer passes every "
-        "dataset test (known-bad tasks excluded). ASPR: see the README.",
+        description="Evaluate an agent on MBPP or HumanEval problems. The search or selection is rewarded "
+        "by the reward tests (--tests, default: the visible tests shown in the prompt); every answer is "
+        "judged by all of the problem's tests. Pass@1: share of problems whose one answer passes every "
+        "judging test (known-bad tasks excluded); oracle pass@k: any sample passes them. Writes "
+        "results.jsonl (appended per problem; re-running the same --run-dir resumes, refusing changed "
+        "settings), trajectories.jsonl (mcts), summary.json, summary.md and summary.png. ASPR: see the README.",
     )
     ev.add_argument("--config", metavar="TOML", help="read these same keys from a TOML file; a [grid] table "
-                    "of lists runs every combination (see experiments/table1.toml)")
+                    "of lists runs every combination (see experiments/table1.toml), a list of [[runs]] tables "
+                    "runs each (see experiments/table1-cpu.toml); flags override the file")
     ev.add_argument("--dry-run", action="store_true", help="list the runs and exit")
     ev.add_argument("--no-progress", action="store_true", help="no progress bar")
     ev.add_argument("--agent", choices=["greedy", "sample", "mcts"], help="greedy decoding, one sampled "
@@ -195,7 +213,14 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--mode", choices=["direct", "vanilla", "pseudocode"], help="reasoning format (default pseudocode)")
     ev.add_argument("--model", metavar="SPEC", help="default | hf:ID_OR_PATH | gguf:PATH | llamacpp:PATH | "
                     "vllm:ID | openai:URL#MODEL (default: default)")
-    ev.add_argument("--split", choices=["prompt", "test", "validation", "train", "all"], help="MBPP split (default test)")
+    ev.add_argument("--dataset", choices=["mbpp", "humaneval"], help="benchmark (default mbpp)")
+    ev.add_argument("--split", choices=["prompt", "test", "validation", "train", "all"],
+                    help="split (default test; HumanEval has only test)")
+    ev.add_argument("--tests", metavar="SOURCE", help="reward tests of search/selection: visible (default; "
+                    "the tests shown in the prompt), tcg[:MODEL] (generated; no reference off the train split), "
+                    "or dataset (the judging tests themselves: results are labelled ORACLE)")
+    ev.add_argument("--show-tests", dest="show_tests", choices=["none", "first", "all"],
+                    help="tests shown in the prompt: first = the visible tests (default), all = the judging tests too")
     ev.add_argument("--sanitized", action="store_const", const=True, help="the sanitized MBPP subset")
     group = ev.add_mutually_exclusive_group()
     group.add_argument("--limit", type=int, metavar="N", help="the first N problems of the split")
@@ -209,7 +234,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--rollouts", type=int, metavar="N", help="MCTS rollouts per problem (default 12)")
     ev.add_argument("--children", type=int, metavar="N", help="MCTS samples per expansion (default 3)")
     ev.add_argument("--time-budget", dest="time_budget_s", type=float, metavar="S",
-                    help="MCTS wall-time budget per problem in seconds")
+                    help="MCTS wall-time budget per problem in seconds (results then depend on the machine: "
+                    "report rollout budgets)")
     ev.add_argument("--temperature", type=float, help="sampling temperature (sample, mcts; default 0.8)")
     ev.set_defaults(func=cmd_eval)
 

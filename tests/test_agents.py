@@ -52,7 +52,8 @@ def sandbox():
 
 
 def env_for(sandbox, mode="pseudocode", max_steps=3):
-    return CodeEnv(mode=mode, task_ids=[TASK, "mbpp/12"], max_steps=max_steps, sandbox=sandbox)
+    # Search mechanics are tested on graded (1/3, 2/3 ...) rewards: the three dataset tests.
+    return CodeEnv(mode=mode, task_ids=[TASK, "mbpp/12"], max_steps=max_steps, sandbox=sandbox, tests="dataset")
 
 
 def search(sandbox, script, **cfg):
@@ -87,6 +88,7 @@ def test_keep_best_terminal_and_hard_labels(sandbox):
     assert plan.sampled == 3 and plan.sampled_terminal == 3 and plan.sampled_passing == 1
     assert hard_label(result.root) == hard_label(plan) == 1
     assert result.aspr == pytest.approx(1 / 3)
+    assert result.code_samples == 3 and result.oracle_pass  # the dropped samples still count
     assert result.answer is plan.children[0] and result.answer.info["eval"]["all_passed"]
 
 
@@ -213,7 +215,7 @@ def test_eval_resumes_where_it_stopped(tmp_path):
 
 def test_eval_mcts_writes_trajectories(tmp_path):
     cfg = EvalConfig(agent="mcts", mode="pseudocode", tasks=["mbpp/11"], run_dir=str(tmp_path), rollouts=3,
-                     children=2, max_steps=3)
+                     children=2, max_steps=3, tests="dataset")
     summary = run_eval(cfg, generator=ScriptedGenerator([[" Plan (Action 1)"], [GOOD, BAD]]), progress=False)
     assert summary["pass_at_1"] == 1.0 and summary["aspr"] == pytest.approx(0.5)
     lines = (tmp_path / "trajectories.jsonl").read_text().splitlines()

@@ -63,7 +63,9 @@ def test_pseudocode_episode(sandbox):
     ref = get_problem("mbpp/11").reference
     obs, reward, term, trunc, info = env.step(fenced(ref))
     assert term and not trunc and reward == 1.0
-    assert info["action_type"] == 3 and info["verdict"] == "passed" and info["passed"] == info["total"] == 3
+    # rewarded by the one visible test; judged by all three
+    assert info["action_type"] == 3 and info["verdict"] == "passed" and info["passed"] == info["total"] == 1
+    assert info["eval"]["passed"] == info["eval"]["total"] == 3
     assert info["eval"]["all_passed"] and info["code"].strip() == ref.strip()
     with pytest.raises(EnvError, match="finished episode"):
         env.step("more")
@@ -232,7 +234,7 @@ def test_render_ansi(sandbox):
     env.reset(options={"task_id": "mbpp/11"})
     env.step("def remove_Occ(s, ch): return s")
     text = env.render()
-    assert "mbpp/11" in text and "verdict: failed (0/3" in text
+    assert "mbpp/11" in text and "verdict: failed (0/1 reward tests); dataset tests: failed (0/3)" in text
 
 
 def test_standard_wrappers(sandbox):
@@ -265,7 +267,7 @@ def test_make_vec(mode):
 @pytest.mark.slow
 def test_replaying_references_earns_full_reward_on_all_good_tasks(sandbox):
     problems = load_mbpp("all")
-    env = CodeEnv(mode="direct", problems=problems, sandbox=sandbox, timeout_s=10.0)
+    env = CodeEnv(mode="direct", problems=problems, tests="dataset", sandbox=sandbox, timeout_s=10.0)
     failures = []
     for p in problems:
         env.reset(options={"task_id": p.task_id})

@@ -1,6 +1,6 @@
 """Things that act in the O1Code environments: LLM agents and MCTS over reasoning steps."""
 
-from o1code.agents.llm import Agent, LLMAgent, LLMConfig
+from o1code.agents.llm import Agent, LLMAgent, LLMConfig, problem_seed
 from o1code.agents.mcts import (
     MCTSAgent,
     MCTSConfig,
@@ -22,4 +22,5 @@ __all__ = [
     "append_jsonl",
     "hard_label",
     "trajectory_records",
+    "problem_seed",
 ]

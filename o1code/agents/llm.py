@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
@@ -18,6 +19,13 @@ class Agent(Protocol):
         ...
 
 
+def problem_seed(seed: int, task_id: str) -> int:
+    """The seed of every random choice made for one problem: a stable function of the run's seed and
+    the task id (not of which problems came before), so a resumed run equals an uninterrupted one."""
+    digest = hashlib.sha256(f"{seed}:{task_id}".encode()).digest()
+    return int.from_bytes(digest[:7], "big")
+
+
 @dataclass
 class LLMConfig:
     """Sampling settings of `LLMAgent`. ``temperature=0`` is greedy decoding."""
@@ -32,8 +40,10 @@ class LLMConfig:
 class LLMAgent:
     """Continues the observation's prompt with a `Generator` up to the end of one step.
 
-    Greedy with the default config; sampled with ``temperature > 0``, where the seed advances
-    with every call so that a run is reproducible from its first seed.
+    Greedy with the default config; sampled with ``temperature > 0``. In an O1Code env (whose
+    `info` carries ``task_id``) the seed of each step is ``problem_seed(seed, task_id) + step``,
+    so a problem's episode does not depend on the problems played before it; elsewhere the seed
+    advances with every call.
     """
 
     def __init__(self, generator: Generator, config: LLMConfig | None = None) -> None:
@@ -42,8 +52,8 @@ class LLMAgent:
         self._calls = 0
         self.tokens = 0  #: completion tokens generated so far (for the evaluation's token count)
 
-    def params(self, n: int = 1) -> SamplingParams:
-        """The sampling parameters of the next call (a fresh seed per call)."""
+    def params(self, n: int = 1, seed: int | None = None) -> SamplingParams:
+        """The sampling parameters of the next call (a fresh seed per call unless `seed` is given)."""
         c = self.config
         self._calls += 1
         return SamplingParams(
@@ -53,10 +63,12 @@ class LLMAgent:
             top_k=c.top_k,
             max_tokens=c.max_step_tokens,
             stop=[STEP_END],
-            seed=c.seed + self._calls,
+            seed=c.seed + self._calls if seed is None else seed,
         )
 
     def act(self, observation: dict[str, Any], info: dict[str, Any] | None = None) -> str:
-        (completion,) = self.generator.generate([observation["prompt"]], self.params())[0]
+        task_id = (info or {}).get("task_id")
+        seed = problem_seed(self.config.seed, task_id) + int(observation["step"]) if task_id else None
+        (completion,) = self.generator.generate([observation["prompt"]], self.params(seed=seed))[0]
         self.tokens += len(completion.token_ids)
         return completion.text

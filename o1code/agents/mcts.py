@@ -34,6 +34,8 @@ from o1code.data.formats import STEP_END
 from o1code.envs import CodeEnv, EnvState
 from o1code.models import Generator, SamplingParams
 
+from o1code.agents.llm import problem_seed
+
 #: Optional value hook: ``(problem, steps) -> value in [0, 1]`` of the state after `steps`.
 ValueFn = Callable[[Any, tuple[str, ...]], float]
 
@@ -109,6 +111,8 @@ class SearchResult:
     seconds: float
     generate_seconds: float
     tokens: int
+    code_samples: int = 0  #: code samples drawn (terminal steps with code), kept as children or not
+    oracle_pass: bool = False  #: any code sample passed the judging tests (``info["eval"]``): oracle pass@k
 
     @property
     def terminals(self) -> list[Node]:
@@ -116,10 +120,11 @@ class SearchResult:
 
     @property
     def aspr(self) -> float | None:
-        """Share of passing samples among the final-step samples drawn at the penultimate nodes of
-        correct paths (the spec's reading of ASPR); None when no path is correct."""
+        """Share of code samples passing the reward tests among those drawn at the penultimate nodes
+        of paths that pass the reward tests (the spec's reading of ASPR; samples without code do
+        not count); None when no path passes."""
         parents = {id(n.parent): n.parent for n in self.terminals if n.passed and n.parent is not None}
-        rates = [p.sampled_passing / p.sampled for p in parents.values() if p.sampled]
+        rates = [p.sampled_passing / p.sampled_terminal for p in parents.values() if p.sampled_terminal]
         return sum(rates) / len(rates) if rates else None
 
 
@@ -143,6 +148,7 @@ class MCTSAgent:
         self.env = env
         self.rng = random.Random(self.config.seed)
         self._calls = 0
+        self._problem_seed = self.config.seed
         self._plan: list[str] = []
         self.last: SearchResult | None = None
 
@@ -158,6 +164,12 @@ class MCTSAgent:
         start = time.perf_counter()
         self._gen_seconds = 0.0
         self._tokens = 0
+        self._code_samples = 0
+        self._oracle_pass = False
+        # Every random choice of this search comes from (seed, task id), not from earlier searches.
+        self._problem_seed = problem_seed(cfg.seed, env.problem.task_id)
+        self.rng = random.Random(self._problem_seed)
+        self._calls = 0
         root_state = env.get_state()
         root = Node(state=root_state)
         done = 0
@@ -188,7 +200,8 @@ class MCTSAgent:
         terminals = [n for n in root.walk() if n.terminal]
         answer = max(terminals, key=lambda n: (n.value, n.visits, n.reward), default=None)
         self.last = SearchResult(
-            root, answer, done, time.perf_counter() - start, self._gen_seconds, self._tokens
+            root, answer, done, time.perf_counter() - start, self._gen_seconds, self._tokens,
+            self._code_samples, self._oracle_pass,
         )
         return self.last
 
@@ -221,7 +234,7 @@ class MCTSAgent:
             top_k=cfg.top_k,
             max_tokens=cfg.max_step_tokens,
             stop=[STEP_END],
-            seed=cfg.seed * 1_000_003 + self._calls,
+            seed=(self._problem_seed + self._calls) % (1 << 62),
         )
 
     def _expand(self, env: CodeEnv, node: Node) -> None:
@@ -242,6 +255,8 @@ class MCTSAgent:
             if child.terminal and "verdict" in info:
                 node.sampled_terminal += 1
                 node.sampled_passing += info["verdict"] == "passed"
+                self._code_samples += 1
+                self._oracle_pass |= bool(info.get("eval", {}).get("all_passed", False))
             if child.step in seen:  # identical samples are one child
                 continue
             seen[child.step] = child

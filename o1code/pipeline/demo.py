@@ -15,8 +15,9 @@ log = logging.getLogger(__name__)
 def run_demo(limit: int = 3, model: str = "default", rollouts: int = 4, seed: int = 0, run_dir: str = "runs/demo") -> int:
     """Search the first `limit` MBPP test problems; prints each rollout and a final table.
 
-    The budget (2 samples per expansion, at most 4 steps of 256 tokens, 75 s per problem) keeps
-    the default model on 2 CPU cores within about 5 minutes for 3 problems.
+    The search is rewarded by each problem's visible test and judged by all its tests. The budget
+    (`rollouts` rollouts, 2 samples per expansion, at most 4 steps of 256 tokens) keeps the
+    default model on 2 CPU cores within a few minutes for 3 problems.
     """
     from o1code.pipeline.evaluate import load_step_generator
 
@@ -42,8 +43,9 @@ def run_demo(limit: int = 3, model: str = "default", rollouts: int = 4, seed: in
             mark = "PASS" if row["passed"] else "fail"
             print(f"{row['task_id']}: {mark}  ({row['seconds']:.0f} s, {row['tokens']} tokens)\n", file=out, flush=True)
 
+        # Honest defaults: rewarded by the visible test only, judged by all; a budget in rollouts.
         cfg = EvalConfig(agent="mcts", mode="pseudocode", model=model, limit=limit, seed=seed, run_dir=run_dir,
-                         rollouts=rollouts, children=2, max_steps=4, max_step_tokens=256, time_budget_s=75.0)
+                         rollouts=rollouts, children=2, max_steps=4, max_step_tokens=256)
         summary = run_eval(cfg, generator=generator, progress=False, on_rollout=on_rollout, on_problem=on_problem,
                            sandbox=sandbox)
     print(markdown_table([summary]), file=out)

@@ -1,21 +1,35 @@
 """Evaluation: Pass@1 and ASPR (the paper's Table 1) of an agent on a set of problems.
 
+Reward tests are not judging tests. The search or selection of an agent is rewarded by the
+*reward tests* (``tests``: by default ``"visible"``, the tests shown in the prompt: MBPP's first
+assert, HumanEval's docstring examples); every answer is judged by *all* of the problem's tests.
+``tests="dataset"`` rewards with the judging tests themselves: possible, never the default, and
+labelled ORACLE in the config, summary, table and plot.
+
 Definitions (the paper gives only one-line wordings; these are the operational readings):
 
-- **Pass@1**: the share of problems whose single answer passes every dataset test. The answer
+- **Pass@1**: the share of problems whose single answer passes every judging test. The answer
   is the code of the one trajectory a greedy or sampling agent plays, or, for MCTS, the
-  terminal with the best mean value (ties: visits). Known-bad MBPP tasks (341, 596, 642) are
-  excluded from the denominator unless `include_known_bad` is set; they are still run and listed.
+  terminal with the best mean value on the reward tests (ties: visits). Known-bad MBPP tasks
+  (341, 596, 642) are excluded from the denominator unless `include_known_bad` is set; they are
+  still run and listed.
+- **oracle_pass@k** (sampling and search agents): the share of problems where *any* of the k
+  code samples drawn passes every judging test: the ceiling a perfect selector would reach, an
+  oracle figure by construction. k is each problem's number of code samples (its mean is reported).
+- **reward pass rate**: the share of answers that pass their reward tests; its gap to Pass@1 is
+  how much passing the reward tests overstates correctness.
 - **ASPR** (average sampling pass rate, MCTS only): for each problem where the search found a
-  correct path, the share of passing samples among the final-step (code) samples drawn at the
-  penultimate node of each correct path, averaged over those nodes; then averaged over problems.
-  With 3 samples per expansion it is the pass fraction of the 3 code samples. Problems with no
-  correct path do not count (so ASPR and Pass@1 are on different denominators, as in the paper).
+  path passing the reward tests, the share of code samples passing the reward tests among those
+  drawn at the penultimate node of each such path (non-code samples do not count), averaged over
+  those nodes; then averaged over problems. Problems with no such path do not count.
 
-A run directory holds ``config.json``, ``results.jsonl`` (one line per finished problem, appended
-as it finishes), ``trajectories.jsonl`` (MCTS: every root-to-leaf path), ``summary.json``,
-``summary.md`` and ``summary.png``. Re-running with the same directory resumes: finished
-problems are skipped, a torn last line is dropped.
+Runs are exact and resumable. A run directory holds ``config.json`` (pinned: resuming with any
+setting that changes results refused, naming it), ``results.jsonl`` (one line per finished
+problem: the commit point), ``trajectories.jsonl`` (MCTS: every root-to-leaf path; lines of a
+problem without a result line are dropped on resume), ``summary.json``, ``summary.md`` and
+``summary.png``. Every random choice of a problem is seeded from (seed, task_id), so an
+interrupted-and-resumed run equals an uninterrupted one. Budgets are in rollouts;
+`time_budget_s` exists but makes results depend on the machine.
 """
 
 from __future__ import annotations
@@ -31,10 +45,11 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from o1code.agents import LLMAgent, LLMConfig, MCTSAgent, MCTSConfig, append_jsonl, trajectory_records
-from o1code.data import Problem, load_mbpp
+from o1code.data import DATASETS, Problem, load_dataset
 from o1code.envs import CodeEnv
 from o1code.models import Generator, load_generator
 from o1code.pipeline.errors import PipelineError
+from o1code.rewards import is_oracle
 from o1code.sandboxes import LocalSandbox, Sandbox
 
 log = logging.getLogger(__name__)
@@ -50,6 +65,7 @@ class EvalConfig:
     agent: str = "greedy"
     mode: str = "pseudocode"
     model: str = "default"
+    dataset: str = "mbpp"
     split: str = "test"
     sanitized: bool = False
     limit: int | None = None
@@ -57,7 +73,10 @@ class EvalConfig:
     seed: int = 0
     run_dir: str = "runs/eval"
     max_steps: int = 6
-    show_tests: str = "all"
+    #: reward tests of search/selection: "visible", "tcg", "tcg:SPEC", or "dataset" (ORACLE)
+    tests: str = "visible"
+    #: tests shown in the prompt: "none", "first" (the visible tests) or "all" (the judging tests)
+    show_tests: str = "first"
     include_known_bad: bool = False
     timeout_s: float = 4.0
     # sampling (greedy ignores temperature/top_p/top_k)
@@ -83,7 +102,23 @@ class EvalConfig:
             raise PipelineError("give either limit or tasks, not both")
         if self.max_steps < 1 or self.rollouts < 1 or self.children < 1:
             raise PipelineError("max_steps, rollouts and children must be >= 1")
+        if self.dataset not in DATASETS:
+            raise PipelineError(f"unknown dataset {self.dataset!r}; choose one of {', '.join(DATASETS)}")
+        if self.tests not in ("visible", "dataset") and not (self.tests == "tcg" or self.tests.startswith("tcg:")):
+            raise PipelineError(f"unknown tests {self.tests!r}; choose visible, tcg, tcg:MODEL or dataset (oracle)")
+        if self.show_tests not in ("none", "first", "all"):
+            raise PipelineError(f"unknown show_tests {self.show_tests!r}; choose none, first or all")
         return self
+
+    @property
+    def oracle(self) -> bool:
+        """True when the search/selection is rewarded by the judging tests (``tests="dataset"``)."""
+        return is_oracle(self.tests)
+
+    def pinned(self) -> dict[str, Any]:
+        """The settings a run directory is pinned to: every field that changes a problem's result
+        (all but where it is written, which problems, and how the summary counts them)."""
+        return {k: v for k, v in asdict(self).items() if k not in UNPINNED}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> EvalConfig:
@@ -95,6 +130,10 @@ class EvalConfig:
         return cls(**data)
 
 
+#: EvalConfig fields a resumed run may change: they pick or count problems, not their results.
+UNPINNED = frozenset({"run_dir", "limit", "tasks", "include_known_bad"})
+
+
 def load_step_generator(spec: str) -> Generator:
     """Load a model for step-by-step prompts: raw completion, no chat template, because the env's
     prompt is the exact text to continue (OpenAI-compatible servers' /v1/completions are raw)."""
@@ -104,15 +143,38 @@ def load_step_generator(spec: str) -> Generator:
 
 
 def select_problems(config: EvalConfig) -> list[Problem]:
-    problems = load_mbpp(config.split, sanitized=config.sanitized)
+    problems = load_dataset(config.dataset, config.split, sanitized=config.sanitized)
     if config.tasks:
         by_id = {p.task_id: p for p in problems}
-        ids = [t if "/" in t else f"mbpp/{t}" for t in config.tasks]
+        ids = [t if "/" in t else f"{config.dataset}/{t}" for t in config.tasks]
         missing = [t for t in ids if t not in by_id]
         if missing:
             raise PipelineError(f"tasks not in split {config.split!r}: {', '.join(missing)}")
         return [by_id[t] for t in ids]
     return problems[: config.limit] if config.limit else problems
+
+
+def _reconcile_trajectories(path: Path, done: set[str]) -> None:
+    """Keep only the trajectory lines of problems that have a result line (the commit point):
+    a run killed between the two writes would otherwise duplicate a problem's trajectories."""
+    if not path.exists():
+        return
+    keep, dropped = [], 0
+    with path.open("rb") as fh:
+        for raw in fh:
+            try:
+                ok = json.loads(raw).get("task_id") in done
+            except (json.JSONDecodeError, AttributeError):
+                ok = False  # a torn line
+            if ok:
+                keep.append(raw)
+            else:
+                dropped += 1
+    if dropped:
+        log.warning("dropping %d trajectory lines of unfinished problems from %s", dropped, path)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_bytes(b"".join(keep))
+        os.replace(tmp, path)
 
 
 def _read_results(path: Path) -> list[dict]:
@@ -152,10 +214,14 @@ def _play(env: CodeEnv, agent: LLMAgent, problem: Problem) -> dict[str, Any]:
         obs, reward, terminated, truncated, info = env.step(action)
         if terminated or truncated:
             break
+    passed = bool(info.get("eval", {}).get("all_passed", False))
     return {
-        "passed": bool(info.get("eval", {}).get("all_passed", False)),
+        "passed": passed,
         "verdict": info.get("eval", {}).get("verdict", "no_code"),
         "reward": reward,
+        "reward_passed": info.get("verdict") == "passed",
+        "samples": int(info.get("code") is not None),  # one trajectory: k = 1 code sample (or 0)
+        "oracle_pass": passed,
         "steps": int(obs["step"]),
         "tokens": agent.tokens - tokens0,
         "seconds": time.perf_counter() - t0,
@@ -177,6 +243,9 @@ def _search(env: CodeEnv, agent: MCTSAgent, problem: Problem, config: EvalConfig
         "passed": bool(ev.get("all_passed", False)),
         "verdict": ev.get("verdict", "no_code"),
         "reward": answer.reward if answer else 0.0,
+        "reward_passed": bool(answer and answer.passed),
+        "samples": result.code_samples,
+        "oracle_pass": result.oracle_pass,
         "steps": len(answer.state.steps) if answer else 0,
         "tokens": result.tokens,
         "seconds": result.seconds,
@@ -194,13 +263,24 @@ def summarise(rows: Sequence[dict], config: EvalConfig) -> dict[str, Any]:
     asprs = [r["aspr"] for r in rows if r.get("aspr") is not None]
     n = len(rows) or 1
     seconds = sum(r["seconds"] for r in rows)
+
+    def share(key: str) -> float:
+        return (sum(bool(r.get(key)) for r in counted) / len(counted)) if counted else 0.0
+
     return {
         "agent": config.agent,
         "mode": config.mode,
         "model": config.model,
+        "dataset": config.dataset,
+        "tests": config.tests,
+        "show_tests": config.show_tests,
+        "oracle": config.oracle,
         "problems": len(rows),
         "counted": len(counted),
-        "pass_at_1": (sum(r["passed"] for r in counted) / len(counted)) if counted else 0.0,
+        "pass_at_1": share("passed"),
+        "reward_pass_rate": share("reward_passed"),
+        "oracle_pass_at_k": share("oracle_pass") if config.agent != "greedy" else None,
+        "k_mean": (sum(r.get("samples", 0) for r in counted) / len(counted)) if counted else 0.0,
         "aspr": (sum(asprs) / len(asprs)) if asprs else None,
         "aspr_problems": len(asprs),
         "avg_tokens": sum(r["tokens"] for r in rows) / n,
@@ -212,17 +292,27 @@ def summarise(rows: Sequence[dict], config: EvalConfig) -> dict[str, Any]:
     }
 
 
+def _reward_label(s: dict) -> str:
+    return f"{s.get('tests', '?')} (ORACLE)" if s.get("oracle") else s.get("tests", "?")
+
+
 def markdown_table(summaries: Sequence[dict]) -> str:
     """A markdown table with one row per run summary."""
-    head = "| agent | mode | model | problems | Pass@1 | ASPR | tokens/problem | steps | s/problem | outside gen. |"
-    lines = [head, "|" + "---|" * 10]
+    head = ("| agent | mode | model | reward tests | problems | Pass@1 | oracle pass@k (k) | reward pass | ASPR "
+            "| tokens/problem | s/problem | outside gen. |")
+    lines = [head, "|" + "---|" * 12]
     for s in summaries:
         aspr = f"{100 * s['aspr']:.1f}" if s["aspr"] is not None else "-"
+        opk = s.get("oracle_pass_at_k")
+        opk = f"{100 * opk:.1f} ({s.get('k_mean', 0):.1f})" if opk is not None else "-"
         lines.append(
-            f"| {s['agent']} | {s['mode']} | {s['model']} | {s['counted']} | {100 * s['pass_at_1']:.1f} | {aspr} "
-            f"| {s['avg_tokens']:.0f} | {s['avg_steps']:.1f} | {s['avg_seconds']:.1f} "
-            f"| {100 * s['outside_generation_share']:.2f}% |"
+            f"| {s['agent']} | {s['mode']} | {s['model']} | {_reward_label(s)} | {s['counted']} "
+            f"| {100 * s['pass_at_1']:.1f} | {opk} | {100 * s.get('reward_pass_rate', 0):.1f} | {aspr} "
+            f"| {s['avg_tokens']:.0f} | {s['avg_seconds']:.1f} | {100 * s['outside_generation_share']:.2f}% |"
         )
+    if any(s.get("oracle") for s in summaries):
+        lines.append("\n**ORACLE:** runs marked (ORACLE) were rewarded by the judging tests themselves: their "
+                     "Pass@1 is not an honest Pass@1.")
     unsafe = [f"{s['agent']}/{s['mode']}" for s in summaries
               if any(x.startswith("none") for x in s.get("sandbox", "").split(", "))]
     if unsafe:
@@ -231,21 +321,25 @@ def markdown_table(summaries: Sequence[dict]) -> str:
 
 
 def plot_summaries(summaries: Sequence[dict], path: Path) -> None:
-    """A bar chart of Pass@1 and ASPR per run, saved as PNG."""
+    """A bar chart of Pass@1, oracle pass@k and ASPR per run, saved as PNG."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    labels = [f"{s['agent']}/{s['mode']}\n{s['model'][-24:]}" for s in summaries]
+    labels = [f"{s['agent']}/{s['mode']}\n{s['model'][-24:]}\nreward: {_reward_label(s)}" for s in summaries]
     x = range(len(summaries))
-    fig, ax = plt.subplots(figsize=(max(4, 1.8 * len(summaries)), 3.5))
-    ax.bar([i - 0.2 for i in x], [100 * s["pass_at_1"] for s in summaries], width=0.4, label="Pass@1")
-    ax.bar([i + 0.2 for i in x], [100 * (s["aspr"] or 0) for s in summaries], width=0.4, label="ASPR")
+    fig, ax = plt.subplots(figsize=(max(4, 2.2 * len(summaries)), 3.8))
+    ax.bar([i - 0.27 for i in x], [100 * s["pass_at_1"] for s in summaries], width=0.27, label="Pass@1")
+    ax.bar([i for i in x], [100 * (s.get("oracle_pass_at_k") or 0) for s in summaries], width=0.27,
+           label="oracle pass@k")
+    ax.bar([i + 0.27 for i in x], [100 * (s["aspr"] or 0) for s in summaries], width=0.27, label="ASPR")
     ax.set_xticks(list(x), labels, fontsize=7)
     ax.set_ylabel("%")
     ax.set_ylim(0, 100)
-    ax.legend()
+    if any(s.get("oracle") for s in summaries):
+        ax.set_title("ORACLE: some runs were rewarded by the judging tests", fontsize=9, color="red")
+    ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
@@ -276,18 +370,24 @@ def run_eval(
     run_dir.mkdir(parents=True, exist_ok=True)
     cfg_path = run_dir / "config.json"
     stored = json.loads(cfg_path.read_text()) if cfg_path.exists() else None
-    current = asdict(config)
+    pinned = config.pinned()
     if stored is not None:
-        keys = ("agent", "mode", "model", "split", "sanitized", "seed", "max_steps", "show_tests")
-        changed = [k for k in keys if stored.get(k) != current.get(k)]
+        old = {k: v for k, v in stored.items() if k not in UNPINNED and k != "oracle"}
+        changed = [f"{k}: {old.get(k, '(unset)')!r} -> {pinned.get(k, '(unset)')!r}"
+                   for k in sorted(set(old) | set(pinned)) if old.get(k) != pinned.get(k)]
         if changed:
-            raise PipelineError(f"{run_dir} holds a run with other settings ({', '.join(changed)}); use another --run-dir")
-    write_atomic(cfg_path, json.dumps(current, indent=2))
+            raise PipelineError(f"{run_dir} holds a run with other settings ({'; '.join(changed)}); resuming would "
+                                "mix results: use another --run-dir, or the same settings")
+    write_atomic(cfg_path, json.dumps({**asdict(config), "oracle": config.oracle}, indent=2))
+    if config.oracle:
+        log.warning("ORACLE run: the reward tests are the judging tests (tests=%r); its Pass@1 is not honest",
+                    config.tests)
 
     problems = select_problems(config)
     results_path = run_dir / "results.jsonl"
     rows = _read_results(results_path)
     done = {r["task_id"] for r in rows}
+    _reconcile_trajectories(run_dir / "trajectories.jsonl", done)
     todo = [p for p in problems if p.task_id not in done]
     if done:
         log.info("resuming %s: %d of %d problems already done", run_dir, len(done & {p.task_id for p in problems}), len(problems))
@@ -298,7 +398,7 @@ def run_eval(
             isolation = getattr(sandbox, "isolation_summary", type(sandbox).__name__)
             generator = generator or load_step_generator(config.model)
             env = CodeEnv(mode=config.mode, problems=problems, max_steps=1 if config.mode == "direct" else config.max_steps,
-                          show_tests=config.show_tests, sandbox=sandbox, timeout_s=config.timeout_s)
+                          tests=config.tests, show_tests=config.show_tests, sandbox=sandbox, timeout_s=config.timeout_s)
             if config.agent == "mcts":
                 agent: Any = MCTSAgent(generator, MCTSConfig(
                     rollouts=config.rollouts, time_budget_s=config.time_budget_s, children=config.children,

@@ -19,10 +19,35 @@ class TestSource(Protocol):
         ...
 
 
-class DatasetTests:
-    """The problem's own tests (for MBPP, its three asserts); optionally the challenge tests too."""
+#: Test sources whose tests are the judging tests: a search or selection rewarded by them sees
+#: the tests that score it, so its figures are oracle figures.
+ORACLE_TEST_SOURCES = frozenset({"dataset"})
+
+
+def is_oracle(tests: str) -> bool:
+    """True when reward tests named `tests` (``"dataset"``, ``"visible"``, ``"tcg"`` ...) are
+    the judging tests, so that results rewarded by them must be labelled oracle."""
+    return tests in ORACLE_TEST_SOURCES
+
+
+class VisibleTests:
+    """The tests a solver may see (`Problem.visible`: MBPP's first assert, HumanEval's docstring
+    examples): an honest reward, since Pass@1 is judged on all of the problem's tests."""
 
     __test__ = False
+    name = "visible"
+
+    def tests_for(self, problem: Problem) -> Sequence[Test]:
+        return problem.visible()
+
+
+class DatasetTests:
+    """The problem's own tests (for MBPP, its three asserts); optionally the challenge tests too.
+
+    These are the judging tests: a reward from them is an oracle (see `is_oracle`)."""
+
+    __test__ = False
+    name = "dataset"
 
     def __init__(self, include_challenge: bool = False) -> None:
         self.include_challenge = include_challenge

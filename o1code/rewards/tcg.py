@@ -65,7 +65,7 @@ class TCGConfig:
         max_case_chars: A kept test's ``call`` plus the repr of its expected value may be at most this
             long (the paper caps a case block at 100 characters; MBPP values are longer).
         max_tests: At most this many tests are kept per problem (first ones win).
-        show_example: Show the problem's first dataset test in the prompt as an example.
+        show_example: Show the problem's first visible test (`Problem.visible`) in the prompt as an example.
         use_reference: Show the reference in the Code Part and use it to compute outputs. False
             forces the unverified path even when a reference exists.
         fallback_to_dataset: `tests_for` returns the dataset tests when no generated test is kept
@@ -119,8 +119,8 @@ def build_prompt(problem: Problem, k: int = 3, *, show_example: bool = True, use
     bracketed request for `k` cases followed by a newline; the model's completion are the case blocks.
     """
     example = ""
-    if show_example and problem.tests:
-        example = f"\nExample test:\n{problem.tests[0]}\n"
+    if show_example and problem.visible():  # a visible test only: the judging tests stay hidden
+        example = f"\nExample test:\n{problem.visible()[0]}\n"
     reference = problem.reference if (use_reference and problem.reference) else None
     code = f"```python\n{reference.strip()}\n```" if reference else "(no reference solution is given)"
     return (
@@ -464,6 +464,7 @@ class TestCaseGenerator:
     """
 
     __test__ = False
+    name = "tcg"
 
     def __init__(self, generator: GeneratorLike = "default", sandbox: SandboxLike = None,
                  config: TCGConfig | None = None) -> None:
