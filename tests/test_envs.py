@@ -25,8 +25,12 @@ def fenced(code):
     return f" Generate the Python code (Action 3)\n```python\n{code}\n```"
 
 
+HUMANEVAL_TASKS = ["humaneval/0", "humaneval/32", "humaneval/53"]  # 32 and 53 have multi-statement tests
+
+
 def make(env_id="O1Code-MBPP-v0", sandbox=None, **kw):
-    return gym.make(env_id, task_ids=TASKS, sandbox=sandbox, **kw)
+    tasks = HUMANEVAL_TASKS if "HumanEval" in env_id else TASKS
+    return gym.make(env_id, task_ids=tasks, sandbox=sandbox, **kw)
 
 
 @pytest.mark.parametrize("env_id", list(ENV_IDS))
@@ -310,3 +314,16 @@ def test_candidate_selection_with_stable_baselines3(sandbox):
     obs, _ = env.reset(seed=1)
     action, _ = model.predict(obs, deterministic=True)
     assert env.action_space.contains(int(action))
+
+
+def test_humaneval_env_rewards_visible_examples_and_judges_all_tests(sandbox):
+    from o1code.data import load_dataset
+
+    env = make("O1Code-HumanEval-Direct-v0", sandbox=sandbox)
+    for task in HUMANEVAL_TASKS:
+        p = next(q for q in load_dataset("humaneval") if q.task_id == task)
+        obs, _ = env.reset(options={"task_id": task})
+        assert p.entry_point in obs["prompt"]
+        _, reward, term, _, info = env.step(p.reference)
+        assert term and reward == 1.0 and info["eval"]["all_passed"], (task, info["message"])
+        assert info["total"] == len(p.visible()) and info["eval"]["total"] == len(p.tests)

@@ -38,7 +38,8 @@ class Problem:
         task_id: Globally unique id, ``"<source>/<n>"`` (e.g. ``"mbpp/11"``).
         text: The natural-language statement shown to the model.
         entry_point: The name of the function the tests call.
-        tests: Assert statements, each a single line of Python.
+        tests: The judging tests: assert statements (MBPP: one line each), or trusted test code of
+            several statements (HumanEval's loops), graded on the host by record and replay.
         setup_code: Code run before the tests (imports, fixtures); ``""`` when none.
         reference: A known-correct solution, or ``None``.
         split: The split the problem belongs to (``"test"``, ``"train"``, ...), or ``""``.

@@ -13,9 +13,9 @@ class SandboxError(Exception):
 
 
 class InvalidTestError(SandboxError, ValueError):
-    """A test is not a single parseable assert statement (or a `TestCase`), or it cannot be split
-    into sandbox calls and a host-side check (e.g. a solution call that uses a comprehension
-    variable of the test)."""
+    """A test does not parse, or cannot be split into sandbox calls and a host-side check (e.g. a
+    single assert whose solution call uses a comprehension variable of the test, or a test of
+    several statements whose solution calls take non-plain arguments or other calls' results)."""
 
 
 class SandboxUnavailableError(SandboxError):

@@ -35,7 +35,8 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 from .errors import InvalidTestError, SandboxUnavailableError, ValueDecodeError, WorkerError
-from .grading import TestPlan, decode_value, evaluate_test, parse_line, parse_test, top_level_names
+from .grading import (CallResult, TestPlan, decode_value, evaluate_test, parse_line, parse_test, replay,
+                      top_level_names)
 from .isolation import SANDBOX_ENV, bwrap_argv, choose_bwrap, interpreter
 from .types import ExecutionResult, Job, Test, TestOutcome, Verdict
 
@@ -443,6 +444,9 @@ class LocalSandbox:
     def run(self, code: str, tests: Sequence[Test], setup_code: str = "", timeout_s: float = 4.0) -> ExecutionResult:
         """Run `code`, then `setup_code`, then the sandbox parts of `tests`; grade on the host.
 
+        `code` is untrusted and runs only in the sandbox. `tests` are trusted: a test string of
+        several statements runs on the host (restricted builtins and imports; see `grading`), so
+        never pass model-written test code as a string: pass it as `TestCase` call/value pairs.
         Returns an `ExecutionResult` (never raises for anything the code does). `timeout_s` is the
         wall-clock budget of the whole sample. A worker failure is retried once on a fresh worker;
         if that fails too the verdict is `Verdict.SANDBOX_ERROR` with ``attempts == 2``.
@@ -561,6 +565,9 @@ class LocalSandbox:
             if early is not None:
                 outcomes.append(TestOutcome(early[0], early[1]))
                 continue
+            if plan.multi:
+                outcomes.append(self._grade_multi(plan, span, calls, death))
+                continue
             values: list[Any] = []
             bad: Optional[tuple[Verdict, str]] = None
             secs = 0.0
@@ -595,6 +602,32 @@ class LocalSandbox:
             stdout=_text(out, cfg.output_cap_bytes), stderr=_text(err, cfg.output_cap_bytes),
             message="" if first is None else first.message,
         )
+
+    def _grade_multi(self, plan: TestPlan, span: range, calls: dict[int, dict],
+                     death: tuple[Verdict, str]) -> TestOutcome:
+        """Replay a multi-statement test on the host with the results of its recorded calls. A
+        call's error (or a missing result) counts only if the test uses that call's result."""
+        cfg = self.config
+        results: list[CallResult] = []
+        secs = 0.0
+        for i in span:
+            rec = calls.get(i)
+            if rec is None:
+                results.append(CallResult(False, None, *death))
+                continue
+            t = rec.get("t")
+            secs += t if type(t) is float and 0 <= t < 1e6 else 0.0
+            if "e" in rec:
+                verdict, msg = _error_verdict(rec["e"], "")
+                results.append(CallResult(False, None, verdict, msg))
+                continue
+            try:
+                results.append(CallResult(True, decode_value(rec.get("v"), cfg.max_value_depth,
+                                                             cfg.max_value_items)))
+            except ValueDecodeError as exc:
+                results.append(CallResult(False, None, Verdict.FAILED, str(exc)))
+        bad = replay(plan, results)
+        return TestOutcome(Verdict.PASSED, "", secs) if bad is None else TestOutcome(bad[0], bad[1], secs)
 
 
 def _label(plan: TestPlan, k: int) -> str:
