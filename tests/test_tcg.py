@@ -18,7 +18,10 @@ from o1code.pipeline.tcg import (
     build_tcg_examples,
     evaluate_problem,
     run_tcg_eval,
+    sample_prompt,
+    sample_wrong_solutions,
     summarise_tcg,
+    tcg_markdown,
 )
 from o1code import rewards
 from o1code.rewards import TCGConfig, TCGError, TestCaseGenerator
@@ -279,7 +282,11 @@ def test_mutant_set_on_mbpp_fails_dataset_tests(sandbox):
                                                   p.reference], max_mutants=4)
     # The reference itself is not "wrong" (it passes the dataset tests), so it is not counted.
     assert row["n_mutants"] == 4 and row["n_wrong"] == 5
-    assert row["rejected_dataset"] == 5 and 0 < row["rejected_generated"] <= 5
+    assert row["wrong"]["mutant"]["n"] == 4 and row["wrong"]["sample"]["n"] == 1
+    assert (row["samples_given"], row["samples_correct"]) == (2, 1)
+    assert "rejected_dataset" not in row  # 100% by selection: not a figure
+    assert 0 < sum(t["rejected_generated"] for t in row["wrong"].values()) <= 5
+    assert [w["kind"] for w in row["wrong_solutions"]].count("mutant") == 4
     assert row["reference_rejected"] == 0
     assert row["counts"]["kept"] == 3 and row["counts"]["model_output_matches_reference"] == 3
 
@@ -287,25 +294,176 @@ def test_mutant_set_on_mbpp_fails_dataset_tests(sandbox):
 # ------------------------------------------------------------------------------------ eval figures
 
 
-def _row(tid, generated, malformed, invalid, checked, matches, kept, n_wrong, rej_gen, rej_ex, ref_rej=0):
+def _tally(n=0, gen=0, vis=0, beyond=0):
+    return dict(n=n, rejected_generated=gen, rejected_visible=vis, caught_beyond_visible=beyond)
+
+
+def _row(tid, generated, malformed, invalid, checked, matches, kept, samples=None, mutants_=None,
+         copied=0, copied_matched=0, shown=True, ref_rej=0):
     counts = dict(generated=generated, malformed=malformed, duplicates=0, invalid_input=invalid, unrepresentable=0,
                   output_malformed=0, checked=checked, model_output_matches_reference=matches, kept=kept)
-    return dict(task_id=tid, verified=True, counts=counts, n_wrong=n_wrong, rejected_generated=rej_gen,
-                rejected_dataset=n_wrong, rejected_example=rej_ex, reference_rejected=ref_rej)
+    wrong = {"sample": samples or _tally(), "mutant": mutants_ or _tally()}
+    return dict(task_id=tid, verified=True, counts=counts, wrong=wrong,
+                n_wrong=wrong["sample"]["n"] + wrong["mutant"]["n"], reference_rejected=ref_rej,
+                example=dict(shown=shown, copied=copied, copied_matched=copied_matched))
 
 
 def test_summary_figures_hand_computed():
-    rows = [_row("a", 3, 0, 1, 2, 2, 2, 4, 3, 1), _row("b", 4, 1, 0, 3, 1, 3, 2, 2, 2),
-            _row("c", 2, 2, 0, 0, 0, 0, 0, 0, 0)]
+    rows = [_row("a", 3, 0, 1, 2, 2, 2, samples=_tally(4, 3, 1, 2), mutants_=_tally(2, 1, 1, 0),
+                 copied=1, copied_matched=1),
+            _row("b", 4, 1, 0, 3, 1, 3, samples=_tally(2, 2, 2, 0), mutants_=_tally(3, 3, 0, 3)),
+            _row("c", 2, 2, 0, 0, 0, 0, shown=False)]
     s = summarise_tcg(rows, k=3, model="m", split="validation")
-    assert s["output_match"] == pytest.approx(3 / 5)          # (2 + 1) / (2 + 3)
-    assert s["all_correct"] == pytest.approx(1 / 2)           # a yes, b no, c has none checked
-    assert s["input_validity"] == pytest.approx(5 / 6)        # 5 ran of 5 + 1 well-formed distinct
+    assert s["output_match_with_example"] == pytest.approx(3 / 5)  # (2 + 1) / (2 + 3)
+    assert s["output_match"] == pytest.approx(2 / 4)               # a's copied example left out
+    assert s["example_copied"] == pytest.approx(1 / 2)             # a of a, b (c showed none)
+    assert s["all_correct"] == pytest.approx(1 / 2)                # a yes, b no, c has none checked
+    assert s["input_validity"] == pytest.approx(5 / 6)             # 5 ran of 5 + 1 well-formed distinct
     assert s["malformed_rate"] == pytest.approx(3 / 9)
     assert s["at_least_k"] == pytest.approx(1 / 3)
-    assert s["rejected_generated"] == pytest.approx(5 / 6) and s["rejected_example"] == pytest.approx(3 / 6)
-    assert s["rejected_dataset"] == 1.0 and s["reference_false_rejections"] == 0
-    assert summarise_tcg([_row("z", 0, 0, 0, 0, 0, 0, 0, 0, 0)], 3)["output_match"] is None
+    # (d), per category: shares of that category's wrong solutions.
+    assert (s["wrong_samples"], s["wrong_mutants"], s["wrong_solutions"]) == (6, 5, 11)
+    assert s["samples_rejected_generated"] == pytest.approx(5 / 6)
+    assert s["samples_rejected_visible"] == pytest.approx(3 / 6)
+    assert s["samples_caught_beyond_visible"] == pytest.approx(2 / 6)
+    assert s["samples_caught_of_visible_passing"] == pytest.approx(2 / 3)
+    assert s["mutants_rejected_generated"] == pytest.approx(4 / 5)
+    assert s["mutants_rejected_visible"] == pytest.approx(1 / 5)
+    assert s["mutants_caught_beyond_visible"] == pytest.approx(3 / 5)
+    assert "rejected_dataset" not in s and s["reference_false_rejections"] == 0
+    z = summarise_tcg([_row("z", 0, 0, 0, 0, 0, 0)], 3)
+    assert z["output_match"] is None and z["samples_rejected_generated"] is None and z["wrong_mutants"] == 0
+    md = tcg_markdown([s])
+    assert "| (d) sampled solutions: caught by the generated tests, missed by the visible test | 33.3% |" in md
+    assert "| (d) mutants of the reference: wrong solutions | 5 |" in md
+    assert "dataset tests reject 100% of them by construction" in md
+
+
+def test_figure_a_leaves_out_the_copied_example(sandbox):
+    # The shown example (double(2) == 4, the visible test) is copied with its right output (spelled
+    # differently); the model's other outputs are half wrong.
+    text = (case("double( 2 )", "4") + case("double(3)", "7") + case("double(4)", "8") + case("double(5)", "11"))
+    tcg = tcg_for([text], sandbox)
+    res = tcg.generate(DOUBLE)
+    flags = {c["call"]: (c["shown_example"], c["matched"]) for c in res.cases}
+    assert flags == {"double(2)": (True, True), "double(3)": (False, False), "double(4)": (False, True),
+                     "double(5)": (False, False)}
+    row = evaluate_problem(tcg, DOUBLE, sandbox, max_mutants=0)
+    assert row["example"] == {"shown": True, "copied": 1, "copied_matched": 1}
+    s = summarise_tcg([row], k=3)
+    assert s["output_match_with_example"] == pytest.approx(2 / 4)
+    assert s["output_match"] == pytest.approx(1 / 3) and s["output_match"] < s["output_match_with_example"]
+    assert s["example_copied"] == 1.0 and s["all_correct"] == 0.0
+    # Not shown in the prompt: no case is a copy, and both figures agree.
+    hidden = tcg_for([text], sandbox, show_example=False)
+    row2 = evaluate_problem(hidden, DOUBLE, sandbox, max_mutants=0)
+    assert row2["example"] == {"shown": False, "copied": 0, "copied_matched": 0}
+    s2 = summarise_tcg([row2], k=3)
+    assert s2["output_match"] == s2["output_match_with_example"] == pytest.approx(2 / 4)
+    assert s2["example_copied"] is None
+
+
+def test_old_cache_entries_without_example_flags_still_read(sandbox, tmp_path):
+    text = [case("double(2)", "4") + case("double(3)", "7")]
+    tcg_for(text, sandbox, cache_dir=str(tmp_path)).generate(DOUBLE)
+    (entry,) = tmp_path.iterdir()
+    d = json.loads(entry.read_text())
+    for c in d["cases"]:
+        del c["shown_example"], c["matched"]
+    entry.write_text(json.dumps(d))
+    tcg = TestCaseGenerator(ExplodingGenerator(), sandbox, TCGConfig(cache_dir=str(tmp_path)))
+    row = evaluate_problem(tcg, DOUBLE, sandbox, max_mutants=0)
+    assert row["example"] == {"shown": True, "copied": 0, "copied_matched": 0}  # unknown: not left out
+    s = summarise_tcg([row], k=3)
+    assert s["output_match"] == s["output_match_with_example"] == pytest.approx(1 / 2)
+
+
+# A problem whose visible test (double(2) == 4) misses bugs the hidden tests catch.
+BRANCHY = Problem(
+    task_id="t/branchy", text="Double a number.", entry_point="double",
+    tests=("assert double(2) == 4", "assert double(3) == 6", "assert double(10) == 20"),
+    reference="def double(x):\n    if x >= 10:\n        return x + x\n    return 2 * x\n",
+)
+PLUS2 = "def double(x):\n    return x + 2\n"                    # passes the visible test, fails double(3)
+TRIPLE = "def double(x):\n    return 3 * x\n"                   # fails the visible test too
+BIG = "def double(x):\n    return 2 * x if x < 10 else 0\n"     # passes visible; only double(10) catches it
+RIGHT = "def double(x):\n    return x * 2\n"                    # not wrong at all
+
+
+def test_caught_beyond_the_visible_test(sandbox):
+    tcg = tcg_for([case("double(3)", "6") + case("double(5)", "10")], sandbox)
+    row = evaluate_problem(tcg, BRANCHY, sandbox, wrong=[PLUS2], max_mutants=0)
+    assert row["wrong"]["sample"] == _tally(1, 1, 0, 1)  # generated tests catch what the visible test misses
+    row = evaluate_problem(tcg, BRANCHY, sandbox, wrong=[TRIPLE], max_mutants=0)
+    assert row["wrong"]["sample"] == _tally(1, 1, 1, 0)  # rejected by both: nothing gained over the visible test
+    s = summarise_tcg([row], k=2)
+    assert s["samples_rejected_generated"] == s["samples_rejected_visible"] == 1.0
+    assert s["samples_caught_beyond_visible"] == 0.0
+
+
+def test_figure_d_per_category_and_not_constant(sandbox):
+    # Generated tests only try small inputs: they miss BIG and the mutant `x - x` of the x >= 10 branch.
+    tcg = tcg_for([case("double(3)", "6") + case("double(5)", "10")], sandbox)
+    row = evaluate_problem(tcg, BRANCHY, sandbox, wrong=[PLUS2, TRIPLE, BIG, RIGHT], max_mutants=20)
+    assert (row["samples_given"], row["samples_correct"]) == (4, 1)
+    assert row["wrong"]["sample"] == _tally(3, 2, 1, 1)
+    # Mutants: `x > 10`, `x >= 11`, `x >= 9` are equivalent on the tests (dropped); `x - x`, `3 * x`,
+    # `1 * x` fail the hidden tests; the generated tests catch the last two, the visible test too.
+    assert row["wrong"]["mutant"] == _tally(3, 2, 2, 0) and row["n_mutants"] == 3
+    s = summarise_tcg([row], k=2)
+    assert s["samples_rejected_generated"] == pytest.approx(2 / 3)
+    assert s["samples_rejected_visible"] == pytest.approx(1 / 3)
+    assert s["samples_caught_beyond_visible"] == pytest.approx(1 / 3)
+    assert s["samples_caught_of_visible_passing"] == pytest.approx(1 / 2)
+    assert s["mutants_rejected_generated"] == pytest.approx(2 / 3) and s["mutants_caught_beyond_visible"] == 0.0
+    # Better generated tests raise (d); the samples alone, without mutants, keep their own figures.
+    better = tcg_for([case("double(3)", "6") + case("double(12)", "24")], sandbox)
+    row2 = evaluate_problem(better, BRANCHY, sandbox, wrong=[PLUS2, TRIPLE, BIG, RIGHT], max_mutants=0)
+    assert row2["wrong"]["sample"] == _tally(3, 3, 1, 2) and row2["wrong"]["mutant"] == _tally()
+    assert summarise_tcg([row2], k=2)["mutants_rejected_generated"] is None
+
+
+def test_sampling_prompt_shows_only_the_visible_test():
+    p = get_problem("mbpp/11")
+    prompt = sample_prompt(p)
+    assert p.tests[0] in prompt and p.tests[1] not in prompt and p.tests[2] not in prompt
+    q = replace(BRANCHY, visible_tests=("assert double(1) == 2",))
+    gen = ScriptedGenerator(["```python\n" + RIGHT + "```"])
+    out = sample_wrong_solutions([q], gen, 3, seed=5)
+    assert out == {"t/branchy": [RIGHT.strip("\n")] * 3}
+    (prompts, params), = gen.calls
+    assert "assert double(1) == 2" in prompts[0] and not any(t in prompts[0] for t in q.tests)
+    assert params.n == 3 and params.seed == 5
+
+
+class TCGAndSolver(ScriptedGenerator):
+    """Writes test cases for TCG prompts and solutions (one right, one wrong) for solving prompts."""
+
+    def __init__(self, cases: str, solutions: list[str]) -> None:
+        super().__init__([cases])
+        self.solutions = solutions
+
+    def generate(self, prompts, params):
+        self.calls.append((list(prompts), params))
+        return [[Completion(self.texts[0] if "### Test Part" in p else self.solutions[j % len(self.solutions)],
+                            finish_reason="stop") for j in range(params.n)] for p in prompts]
+
+
+def test_run_tcg_eval_samples_wrong_solutions_from_the_tcg_model_by_default(sandbox, tmp_path):
+    p = get_problem("mbpp/11")
+    hardcoded = "```python\ndef remove_Occ(s, ch):\n    return 'heo'\n```"  # passes the visible test only
+    gen = TCGAndSolver(case('remove_Occ("hello", "l")', "'heo'") + case('remove_Occ("aa", "a")', "''"),
+                       ["```python\n" + p.reference + "\n```", hardcoded])
+    cfg = TCGEvalConfig(model="scripted", split="test", limit=1, run_dir=str(tmp_path / "run"), max_mutants=0)
+    assert cfg.sample_wrong == 4 and cfg.wrong_model == ""
+    s = run_tcg_eval(cfg, generator=gen, sandbox=sandbox, progress=False)
+    solve = [(prompts, params) for prompts, params in gen.calls if "### Test Part" not in prompts[0]]
+    assert len(solve) == 1 and solve[0][1].n == 4
+    assert p.tests[0] in solve[0][0][0] and p.tests[1] not in solve[0][0][0]
+    assert (s["samples_given"], s["samples_correct"], s["wrong_samples"]) == (4, 2, 2)
+    assert s["samples_caught_beyond_visible"] == 1.0 and s["samples_rejected_visible"] == 0.0
+    assert s["wrong_mutants"] == 0 and s["wrong_model"] == "scripted"
+    assert s["output_match"] == 1.0 and s["example_copied"] == 1.0
 
 
 def test_run_tcg_eval_writes_report_and_resumes(sandbox, tmp_path):
@@ -314,17 +472,28 @@ def test_run_tcg_eval_writes_report_and_resumes(sandbox, tmp_path):
                              + case("sort_matrix([[1, 2], [0]])", "[[0], [1, 2]]")]}
     gen = ScriptedGenerator(texts)
     cfg = TCGEvalConfig(model="scripted", problems_jsonl="", split="test", limit=2, run_dir=str(tmp_path / "run"),
-                        max_mutants=3)
+                        max_mutants=3, sample_wrong=0)
+    run = tmp_path / "run"
+    run.mkdir()
+    # A row written before the per-category figures is evaluated again, not summarised.
+    (run / "results.jsonl").write_text(json.dumps({"task_id": "mbpp/11", "counts": {}, "rejected_dataset": 1}) + "\n")
     s = run_tcg_eval(cfg, generator=gen, sandbox=sandbox, progress=False)
+    assert len(gen.calls) == 2  # mbpp/11 too: its old row is not reused
     assert s["problems"] == 2 and s["reference_false_rejections"] == 0
-    assert s["output_match"] == pytest.approx(4 / 5)  # remove_Occ("aa", "a") is '' not 'a'
+    # remove_Occ("aa", "a") is '' not 'a'; remove_Occ("hello", "l") is the shown example, copied.
+    assert s["output_match_with_example"] == pytest.approx(4 / 5)
+    assert s["output_match"] == pytest.approx(3 / 4)
     assert s["at_least_k"] == pytest.approx(1 / 2)
+    assert s["wrong_samples"] == 0 and 0 < s["wrong_mutants"] <= 6 and s["samples_rejected_generated"] is None
     for name in ("results.jsonl", "summary.json", "summary.md", "summary.png"):
-        assert (tmp_path / "run" / name).stat().st_size > 0
-    assert "(a) model outputs matching the reference | 80.0%" in (tmp_path / "run" / "summary.md").read_text()
+        assert (run / name).stat().st_size > 0
+    md = (run / "summary.md").read_text()
+    assert "| (a) model outputs matching the reference (copied shown example left out) | 75.0% |" in md
+    assert "| (a) ... counting a copied shown example | 80.0% |" in md
+    assert json.loads((run / "summary.json").read_text())["output_match"] == pytest.approx(3 / 4)
     again = run_tcg_eval(cfg, generator=ExplodingGenerator(), sandbox=sandbox, progress=False)
     assert again["output_match"] == s["output_match"]
-    assert len((tmp_path / "run" / "results.jsonl").read_text().splitlines()) == 2
+    assert len((run / "results.jsonl").read_text().splitlines()) == 3
 
 
 # ------------------------------------------------------------------------------- training data, CLI
@@ -356,5 +525,6 @@ def test_cli_parsers():
     add_tcg_commands(parser.add_subparsers(dest="command"))
     a = parser.parse_args(["tcg", "eval", "--model", "hf:x", "--split", "validation", "--limit", "5", "--run-dir", "r"])
     assert (a.model, a.limit, a.run_dir, a.k, a.func.__name__) == ("hf:x", 5, "r", 3, "_cmd_eval")
+    assert (a.sample_wrong, a.wrong_model, a.max_mutants) == (4, "", 5)  # real wrong solutions by default
     t = parser.parse_args(["tcg", "train", "--sft-steps", "3", "--dpo-steps", "2", "--out-dir", "o"])
     assert (t.sft_steps, t.dpo_steps, t.lr, t.beta, t.func.__name__) == (3, 2, 5e-4, 0.1, "_cmd_train")

@@ -16,9 +16,17 @@ Re-running with the same OUT skips a finished stage and resumes an unfinished on
 checkpoint.
 
 Evaluation (`run_tcg_eval`): per problem, one `results.jsonl` row (written as it finishes, so an
-interrupted run resumes), then ``summary.json``, ``summary.md`` and ``summary.png`` with (a) the paper's
-figure (model outputs that match the reference), (b) input validity, (c) problems with at least k kept
-tests, (d) discrimination against wrong solutions versus the dataset's own tests.
+interrupted run resumes), then ``summary.json``, ``summary.md`` and ``summary.png`` with
+(a) the paper's figure: the model's own expected outputs that match the reference's, headlined
+    without the model's copy of the example test shown in its prompt (a copy matches trivially;
+    the figure with it is a second line);
+(b) input validity; (c) problems with at least k kept tests;
+(d) discrimination, reported apart for two categories of wrong solutions: solutions a model really
+    wrote (by default 4 samples per problem from the TCG's own model, prompted with the statement and
+    the visible test only) and AST mutants of the reference; each kept only when it fails the hidden
+    tests (all dataset tests), so the judging tests reject all of them by selection and that is no
+    figure. Per category: the share the generated tests reject, the share the visible test alone
+    rejects, and the key figure, the share the generated tests catch while the visible test passes.
 """
 
 from __future__ import annotations
@@ -45,6 +53,8 @@ from o1code.rewards.tcg import (
     build_prompt,
     cases_from_asserts,
     format_completion,
+    parse_assert,
+    shown_example_call,
 )
 
 log = logging.getLogger(__name__)
@@ -56,10 +66,8 @@ def _case_list(problem: Problem, show_example: bool, include_example: bool) -> l
     """(call, output literal) pairs for a problem's SFT target: its parseable dataset asserts; without
     `include_example`, minus the one shown as the prompt's example when others remain."""
     pairs = [(c, repr(v)) for c, v in cases_from_asserts(problem)]
-    if show_example and not include_example and problem.tests and len(pairs) > 1:
-        from o1code.rewards.tcg import parse_assert
-
-        shown = parse_assert(problem.tests[0], problem.entry_point)
+    if show_example and not include_example and problem.visible() and len(pairs) > 1:
+        shown = parse_assert(problem.visible()[0], problem.entry_point)  # what build_prompt shows
         if shown is not None:
             rest = [p for p in pairs if p[0] != shown[0]]
             pairs = rest or pairs
@@ -383,12 +391,13 @@ class TCGEvalConfig:
         limit: At most this many problems (0: all).
         run_dir: Where results, the TCG cache and the summary go; re-using it resumes.
         tcg: The generation settings (k, sampling, seed ...). Its cache goes to ``run_dir/tcg_cache``.
-        max_mutants: Wrong solutions per problem from AST mutants of the reference (kept only if they
-            fail the dataset tests).
-        wrong_samples: JSONL of ``{"task_id", "code"}`` wrong solutions (kept only if they fail the
-            dataset tests).
-        sample_wrong: Sample this many solutions per problem from `wrong_model` and keep the failing ones.
-        wrong_model: The model that writes those samples.
+        max_mutants: Wrong solutions per problem from AST mutants of the reference (the "mutant"
+            category; kept only if they fail the hidden tests; 0: none).
+        wrong_samples: JSONL of ``{"task_id", "code"}`` model-written solutions, added to the "sample"
+            category (kept only if they fail the hidden tests).
+        sample_wrong: Sample this many solutions per problem from `wrong_model` (prompt: statement and
+            visible test only) and keep those failing the hidden tests as the "sample" category (0: none).
+        wrong_model: The model that writes those samples ("": the TCG's own model).
         workers: Sandbox workers.
         timeout_s: Sandbox limit for running wrong solutions.
     """
@@ -401,8 +410,8 @@ class TCGEvalConfig:
     tcg: TCGConfig = field(default_factory=TCGConfig)
     max_mutants: int = 5
     wrong_samples: str = ""
-    sample_wrong: int = 0
-    wrong_model: str = "default"
+    sample_wrong: int = 4
+    wrong_model: str = ""
     workers: int = 2
     timeout_s: float = 4.0
 
@@ -419,6 +428,8 @@ def _read_rows(path: Path) -> dict[str, dict]:
         for line in path.read_text().splitlines():
             try:
                 row = json.loads(line)
+                if "wrong" not in row or "example" not in row:
+                    continue  # written before the per-category figures: evaluated again
                 rows[row["task_id"]] = row
             except (ValueError, KeyError, TypeError):
                 continue  # a torn last line from an interrupted run
@@ -440,20 +451,29 @@ def _load_wrong_samples(path: str) -> dict[str, list[str]]:
     return out
 
 
-_SAMPLE_PROMPT = ("{text}\nYour code should pass this test:\n{test}\n"
-                  "Write the Python function in one ```python block.")
+_SAMPLE_PROMPT = ("{text}\nYour code should pass {these}:\n{tests}\n"
+                  "Write the Python function `{entry}` in one ```python block.")
+
+
+def sample_prompt(problem: Problem) -> str:
+    """The prompt that asks for a solution of `problem`: its statement and its visible tests only
+    (`Problem.visible`); the hidden (judging) tests never appear in it."""
+    shown = problem.visible()
+    return _SAMPLE_PROMPT.format(text=problem.text.strip(), these="these tests" if len(shown) > 1 else "this test",
+                                 tests="\n".join(shown), entry=problem.entry_point)
 
 
 def sample_wrong_solutions(problems: Sequence[Problem], model: Any, n: int, seed: int = 0) -> dict[str, list[str]]:
     """Sample `n` solutions per problem from `model` (a Generator or spec); return the code per task id.
 
-    Only the sampling: keeping the ones that fail the dataset tests is done by the evaluation.
+    The prompt is `sample_prompt` (statement + visible tests). Only the sampling: keeping the ones
+    that fail the hidden tests is done by `evaluate_problem`.
     """
     from o1code.data.formats import extract_code
     from o1code.models import SamplingParams, load_generator
 
     gen = load_generator(model) if isinstance(model, str) else model
-    prompts = [_SAMPLE_PROMPT.format(text=p.text, test=p.tests[0] if p.tests else "") for p in problems]
+    prompts = [sample_prompt(p) for p in problems]
     outs = gen.generate(prompts, SamplingParams(n=n, temperature=0.8, top_p=0.95, max_tokens=384, seed=seed))
     result: dict[str, list[str]] = {}
     for p, comps in zip(problems, outs):
@@ -462,63 +482,100 @@ def sample_wrong_solutions(problems: Sequence[Problem], model: Any, n: int, seed
     return result
 
 
+#: The categories of wrong solutions, reported apart: solutions a model wrote ("sample": sampled,
+#: or read from --wrong-samples) and AST mutants of the reference ("mutant").
+WRONG_KINDS = ("sample", "mutant")
+
+
+def _tally() -> dict[str, int]:
+    return {"n": 0, "rejected_generated": 0, "rejected_visible": 0, "caught_beyond_visible": 0}
+
+
+def _example_tally(cases: Sequence[dict], shown: bool) -> dict[str, Any]:
+    """Whether the prompt showed a (parseable) example, and whether the model copied it among its
+    checked cases (``copied``, 0/1) with the matching output (``copied_matched``, 0/1). Case entries
+    cached before ``shown_example`` / ``matched`` existed count as not copied."""
+    copied = [c for c in cases if c.get("shown_example") and c.get("matched") is not None]
+    return {"shown": shown, "copied": len(copied), "copied_matched": sum(bool(c["matched"]) for c in copied)}
+
+
 def evaluate_problem(tcg: TestCaseGenerator, problem: Problem, sandbox: Any, wrong: Sequence[str] = (),
                      max_mutants: int = 5, timeout_s: float = 4.0, seed: int = 0) -> dict[str, Any]:
     """Evaluate the TCG on one problem; return its results row (JSON-ready).
 
-    The row has the TCG counts, ``verified``, the kept tests (as asserts), and for discrimination:
-    ``n_wrong`` (wrong solutions: mutants of the reference plus `wrong`, each kept only when it fails
-    the dataset tests), ``rejected_generated`` / ``rejected_dataset`` / ``rejected_example`` (how many
-    of them the generated tests / all dataset tests / the first dataset test reject; a solution is
-    rejected when its run does not pass), ``n_mutants`` and ``reference_rejected`` (the generated tests
-    fail the reference: must be 0).
+    Wrong solutions come in two categories (`WRONG_KINDS`): ``sample``: the codes in `wrong` (solutions
+    a model wrote), and ``mutant``: up to `max_mutants` AST mutants of the reference. Either is kept
+    only when it fails the hidden tests (all of ``problem.tests``), so every wrong solution fails the
+    judging tests by selection and that share is not a figure. Each kept one is run on the generated
+    tests and on the visible tests alone (``problem.visible()``); a solution is rejected when its run
+    does not pass, and an empty generated suite rejects nothing.
+
+    The row has the TCG counts, ``verified``, the kept tests (as asserts), ``example`` (see
+    `_example_tally`: lets figure (a) leave out a copy of the example shown in the prompt), ``wrong``
+    (per category: ``n``, ``rejected_generated``, ``rejected_visible`` and ``caught_beyond_visible`` =
+    rejected by the generated tests while passing the visible test), ``wrong_solutions`` (one record
+    per wrong solution), ``samples_given`` / ``samples_correct`` (codes in `wrong`, and those that
+    passed the hidden tests, so are not wrong), ``n_wrong``, ``n_mutants`` and ``reference_rejected``
+    (the generated tests fail the reference: must be 0).
     """
     from o1code.sandboxes import Job, Verdict
 
     res = tcg.generate(problem)
     tests = list(res.tests)
     setup = problem.setup_code
-    candidates: list[tuple[str, str]] = []
+    hidden, visible = list(problem.tests), list(problem.visible())
+    candidates: list[tuple[str, str]] = [(c, "sample") for c in wrong if c and c.strip()]
     if problem.reference and max_mutants > 0:
         # Build more candidates than needed: many mutants still pass the tests (equivalent mutants).
         candidates += [(m, "mutant") for m, _ in make_mutants(problem.reference, max_mutants * 6, seed)]
-    candidates += [(c, "sample") for c in wrong]
-    runs = sandbox.run_many([Job(c, list(problem.tests), setup, timeout_s) for c, _ in candidates])
+    runs = sandbox.run_many([Job(c, hidden, setup, timeout_s) for c, _ in candidates])
     kept: list[tuple[str, str]] = []
-    n_mut = 0
+    n_mut = n_correct = 0
     for (code, kind), r in zip(candidates, runs):
-        if r.verdict in (Verdict.PASSED, Verdict.SANDBOX_ERROR):
+        if r.verdict is Verdict.PASSED:
+            n_correct += kind == "sample"
             continue
+        if r.verdict is Verdict.SANDBOX_ERROR:
+            continue  # not judged: neither right nor wrong
         if kind == "mutant":
             if n_mut >= max_mutants:
                 continue
             n_mut += 1
         kept.append((code, kind))
-    rej_gen = rej_ex = 0
+    tally = {k: _tally() for k in WRONG_KINDS}
+    details: list[dict[str, Any]] = []
     if kept:
         jobs = []
         for code, _ in kept:
             jobs.append(Job(code, tests, setup, timeout_s))
-            jobs.append(Job(code, list(problem.tests[:1]), setup, timeout_s))
+            jobs.append(Job(code, visible, setup, timeout_s))
         runs = sandbox.run_many(jobs)
-        for i in range(len(kept)):
-            gen_run, ex_run = runs[2 * i], runs[2 * i + 1]
-            # No kept test cannot reject anything: an empty suite "passes" every program.
-            rej_gen += bool(tests) and gen_run.verdict is not Verdict.PASSED
-            rej_ex += ex_run.verdict is not Verdict.PASSED
+        for i, (code, kind) in enumerate(kept):
+            gen_run, vis_run = runs[2 * i], runs[2 * i + 1]
+            rej_gen = bool(tests) and gen_run.verdict is not Verdict.PASSED
+            rej_vis = bool(visible) and vis_run.verdict is not Verdict.PASSED
+            t = tally[kind]
+            t["n"] += 1
+            t["rejected_generated"] += rej_gen
+            t["rejected_visible"] += rej_vis
+            t["caught_beyond_visible"] += rej_gen and not rej_vis
+            details.append({"kind": kind, "rejected_generated": rej_gen, "rejected_visible": rej_vis, "code": code})
     ref_rejected = 0
     if tests and problem.reference:
         ref_rejected = int(sandbox.run(problem.reference, tests, setup, timeout_s).verdict is not Verdict.PASSED)
+    shown = shown_example_call(problem, tcg.config.show_example) is not None
     return {
         "task_id": problem.task_id,
         "verified": res.verified,
         "counts": dataclasses.asdict(res.counts),
+        "example": _example_tally(res.cases, shown),
         "tests": res.asserts,
+        "wrong": tally,
+        "wrong_solutions": details,
+        "samples_given": sum(kind == "sample" for _, kind in candidates),
+        "samples_correct": n_correct,
         "n_wrong": len(kept),
         "n_mutants": n_mut,
-        "rejected_generated": int(rej_gen),
-        "rejected_dataset": len(kept),  # every kept wrong solution failed the dataset tests, by selection
-        "rejected_example": int(rej_ex),
         "reference_rejected": ref_rejected,
         "completions": list(res.completions),
     }
@@ -527,12 +584,24 @@ def evaluate_problem(tcg: TestCaseGenerator, problem: Problem, sandbox: Any, wro
 def summarise_tcg(rows: Sequence[dict], k: int, model: str = "", split: str = "") -> dict[str, Any]:
     """The four figures (and their parts) over results rows.
 
-    Returns a dict with ``output_match`` (a: matches / inputs the reference ran on), ``all_correct``
-    (problems whose every checked output matched, of problems with one checked), ``input_validity``
-    (b: inputs the reference ran on / distinct well-formed inputs), ``malformed_rate``,
-    ``at_least_k`` (c: problems with >= k kept tests), ``rejected_generated`` / ``rejected_dataset`` /
-    ``rejected_example`` (d: shares of wrong solutions rejected), ``reference_false_rejections`` (count),
-    and the raw totals. A ratio with a zero denominator is None.
+    Returns a dict with
+    (a) ``output_match``: the model's expected outputs that equal the reference's, over the inputs the
+    reference ran on, leaving out a copy of the example shown in the prompt (it matches trivially);
+    ``output_match_with_example``: the same counting that copy (the raw paper figure);
+    ``example_copied``: problems whose checked cases include the shown example, of problems whose
+    prompt showed a parseable one; ``all_correct``: problems whose every checked output (example
+    left out) matched, of problems with one;
+    (b) ``input_validity`` (inputs the reference ran on / distinct well-formed inputs), ``malformed_rate``;
+    (c) ``at_least_k`` (problems with >= k kept tests), ``mean_kept``;
+    (d) per category ``samples`` / ``mutants`` (`WRONG_KINDS`): ``wrong_samples`` (the count),
+    ``samples_rejected_generated``, ``samples_rejected_visible``, ``samples_caught_beyond_visible``
+    (rejected by the generated tests and passing the visible test), each a share of ``wrong_samples``,
+    and ``samples_caught_of_visible_passing`` (caught_beyond_visible over those passing the visible
+    test); likewise ``wrong_mutants``, ``mutants_*``. Every wrong solution fails the judging tests
+    by selection, so no "rejected by the dataset tests" share is reported.
+    Also ``wrong_solutions`` (all categories), ``samples_given`` / ``samples_correct``,
+    ``reference_false_rejections`` (count), ``unverified_problems`` and the raw ``totals``. A ratio
+    with a zero denominator is None.
     """
     def ratio(a: float, b: float) -> float | None:
         return a / b if b else None
@@ -542,74 +611,112 @@ def summarise_tcg(rows: Sequence[dict], k: int, model: str = "", split: str = ""
         for key, v in r["counts"].items():
             tot[key] = tot.get(key, 0) + v
     checked = tot.get("checked", 0)
+    matches = tot.get("model_output_matches_reference", 0)
     distinct = checked + tot.get("invalid_input", 0)
-    with_checked = [r for r in rows if r["counts"]["checked"]]
-    n_wrong = sum(r["n_wrong"] for r in rows)
-    return {
+    ex = [r.get("example") or {} for r in rows]
+    ex_copied = sum(e.get("copied", 0) for e in ex)
+    ex_matched = sum(e.get("copied_matched", 0) for e in ex)
+
+    def own(r: dict, e: dict) -> tuple[int, int]:  # (checked, matches) without the copied example
+        c = r["counts"]
+        return c["checked"] - e.get("copied", 0), c["model_output_matches_reference"] - e.get("copied_matched", 0)
+
+    owned = [own(r, e) for r, e in zip(rows, ex)]
+    with_checked = [(c, m) for c, m in owned if c]
+    out: dict[str, Any] = {
         "model": model, "split": split, "problems": len(rows), "k": k,
-        "output_match": ratio(tot.get("model_output_matches_reference", 0), checked),
-        "all_correct": ratio(sum(r["counts"]["model_output_matches_reference"] == r["counts"]["checked"]
-                                 for r in with_checked), len(with_checked)),
+        "output_match": ratio(matches - ex_matched, checked - ex_copied),
+        "output_match_with_example": ratio(matches, checked),
+        "example_copied": ratio(sum(e.get("copied", 0) for e in ex if e.get("shown")),
+                                sum(bool(e.get("shown")) for e in ex)),
+        "all_correct": ratio(sum(m == c for c, m in with_checked), len(with_checked)),
         "input_validity": ratio(checked, distinct),
         "malformed_rate": ratio(tot.get("malformed", 0), tot.get("generated", 0)),
         "at_least_k": ratio(sum(r["counts"]["kept"] >= k for r in rows), len(rows)),
         "mean_kept": ratio(tot.get("kept", 0), len(rows)),
-        "wrong_solutions": n_wrong,
-        "rejected_generated": ratio(sum(r["rejected_generated"] for r in rows), n_wrong),
-        "rejected_dataset": ratio(sum(r["rejected_dataset"] for r in rows), n_wrong),
-        "rejected_example": ratio(sum(r["rejected_example"] for r in rows), n_wrong),
+        "wrong_solutions": sum(r.get("n_wrong", 0) for r in rows),
+    }
+    for kind in WRONG_KINDS:
+        t = {key: sum((r.get("wrong") or {}).get(kind, {}).get(key, 0) for r in rows) for key in _tally()}
+        n = t["n"]
+        out[f"wrong_{kind}s"] = n
+        out[f"{kind}s_rejected_generated"] = ratio(t["rejected_generated"], n)
+        out[f"{kind}s_rejected_visible"] = ratio(t["rejected_visible"], n)
+        out[f"{kind}s_caught_beyond_visible"] = ratio(t["caught_beyond_visible"], n)
+        out[f"{kind}s_caught_of_visible_passing"] = ratio(t["caught_beyond_visible"], n - t["rejected_visible"])
+    out.update({
+        "samples_given": sum(r.get("samples_given", 0) for r in rows),
+        "samples_correct": sum(r.get("samples_correct", 0) for r in rows),
         "reference_false_rejections": sum(r["reference_rejected"] for r in rows),
         "unverified_problems": sum(not r["verified"] for r in rows),
         "totals": tot,
-    }
+    })
+    return out
 
 
-_FIGURES = [
-    ("output_match", "(a) model outputs matching the reference"),
-    ("all_correct", "    problems with every output correct"),
-    ("input_validity", "(b) input validity"),
-    ("malformed_rate", "    malformed cases"),
-    ("at_least_k", "(c) problems with >= k kept tests"),
-    ("rejected_generated", "(d) wrong solutions rejected: generated tests"),
-    ("rejected_dataset", "    ... by the dataset tests"),
-    ("rejected_example", "    ... by the first dataset test alone"),
+def _wrong_figures(kind: str, title: str, short: str) -> list[tuple[str, str, str, str | None]]:
+    return [
+        (f"wrong_{kind}s", f"(d) {title}: wrong solutions", "count", None),
+        (f"{kind}s_rejected_generated", f"(d) {title}: rejected by the generated tests", "pct", f"(d) {short}: gen"),
+        (f"{kind}s_rejected_visible", f"(d) {title}: rejected by the visible test alone", "pct", f"{short}: visible"),
+        (f"{kind}s_caught_beyond_visible", f"(d) {title}: caught by the generated tests, missed by the visible test",
+         "pct", f"{short}: gen, not vis"),
+        (f"{kind}s_caught_of_visible_passing", f"(d) {title}: ... of those passing the visible test", "pct", None),
+    ]
+
+
+#: (summary key, table label, "pct" or "count", plot label or None when not plotted)
+_FIGURES: list[tuple[str, str, str, str | None]] = [
+    ("output_match", "(a) model outputs matching the reference (copied shown example left out)", "pct", "(a) match"),
+    ("output_match_with_example", "(a) ... counting a copied shown example", "pct", "(a) incl. example"),
+    ("example_copied", "problems whose cases copy the shown example", "pct", None),
+    ("all_correct", "problems with every output correct (shown example left out)", "pct", "all correct"),
+    ("input_validity", "(b) input validity", "pct", "(b) valid in"),
+    ("malformed_rate", "malformed cases", "pct", "malformed"),
+    ("at_least_k", "(c) problems with >= k kept tests", "pct", "(c) >=k kept"),
+    *_wrong_figures("sample", "sampled solutions", "samples"),
+    *_wrong_figures("mutant", "mutants of the reference", "mutants"),
 ]
+
+_TABLE_NOTE = ("Every wrong solution fails the judging tests (all dataset tests): that is how it was selected, "
+               "so the dataset tests reject 100% of them by construction and that share is not reported. "
+               "(a) leaves out the model's copy of the example test shown in its prompt, which matches trivially.")
 
 
 def tcg_markdown(summaries: Sequence[dict]) -> str:
-    """A markdown table: one row per figure, one column per summary (model)."""
-    def fmt(v: Any) -> str:
-        return "n/a" if v is None else f"{100 * v:.1f}%"
+    """A markdown table: one row per figure, one column per summary (model), and a note below."""
+    def fmt(v: Any, kind: str) -> str:
+        if v is None:
+            return "n/a"
+        return f"{100 * v:.1f}%" if kind == "pct" else str(v)
 
     head = "| figure | " + " | ".join(f"{s['model']} ({s['split']}, {s['problems']} problems)" for s in summaries) + " |"
     lines = [head, "|---|" + "---|" * len(summaries)]
-    for key, label in _FIGURES:
-        lines.append(f"| {label.strip()} | " + " | ".join(fmt(s.get(key)) for s in summaries) + " |")
-    lines.append("| wrong solutions | " + " | ".join(str(s["wrong_solutions"]) for s in summaries) + " |")
+    for key, label, kind, _ in _FIGURES:
+        lines.append(f"| {label} | " + " | ".join(fmt(s.get(key), kind) for s in summaries) + " |")
     lines.append("| false rejections of the reference | "
                  + " | ".join(str(s["reference_false_rejections"]) for s in summaries) + " |")
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines) + "\n\n" + _TABLE_NOTE + "\n"
 
 
 def plot_tcg(summaries: Sequence[dict], path: Path) -> None:
-    """A grouped bar chart of the figures (percent), one colour per summary, saved to `path`."""
+    """A grouped bar chart of the share figures (percent), one colour per summary, saved to `path`."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    keys = [k for k, _ in _FIGURES]
-    fig, ax = plt.subplots(figsize=(10, 4.5))
+    plotted = [(k, short) for k, _, kind, short in _FIGURES if kind == "pct" and short]
+    fig, ax = plt.subplots(figsize=(12, 4.8))
     width = 0.8 / max(1, len(summaries))
     for i, s in enumerate(summaries):
-        vals = [100 * (s.get(k) or 0.0) for k in keys]
-        ax.bar([j + i * width for j in range(len(keys))], vals, width, label=f"{s['model']} ({s['problems']})")
-    ax.set_xticks([j + width * (len(summaries) - 1) / 2 for j in range(len(keys))])
-    ax.set_xticklabels(["(a) match", "all correct", "(b) valid in", "malformed", "(c) >=k kept",
-                        "(d) rej. gen", "rej. dataset", "rej. example"], rotation=20)
+        vals = [100 * (s.get(k) or 0.0) for k, _ in plotted]
+        ax.bar([j + i * width for j in range(len(plotted))], vals, width, label=f"{s['model']} ({s['problems']})")
+    ax.set_xticks([j + width * (len(summaries) - 1) / 2 for j in range(len(plotted))])
+    ax.set_xticklabels([short for _, short in plotted], rotation=30, ha="right", fontsize=8)
     ax.set_ylabel("%")
     ax.set_ylim(0, 105)
-    ax.set_title("Test Case Generator")
+    ax.set_title("Test Case Generator ((d): wrong solutions, all failing the judging tests by selection)")
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
@@ -640,8 +747,9 @@ def run_tcg_eval(config: TCGEvalConfig, generator: Any = None, sandbox: Any = No
     try:
         tcg = TestCaseGenerator(generator if generator is not None else config.model, sb, tcg_cfg)
         wrong = _load_wrong_samples(config.wrong_samples)
-        if config.sample_wrong and todo:
-            sampled = sample_wrong_solutions(todo, config.wrong_model, config.sample_wrong, config.tcg.seed)
+        if config.sample_wrong > 0 and todo:
+            sampled = sample_wrong_solutions(todo, config.wrong_model or tcg.generator, config.sample_wrong,
+                                             config.tcg.seed)
             for tid, codes in sampled.items():
                 wrong.setdefault(tid, []).extend(codes)
         bar = None
@@ -666,6 +774,7 @@ def run_tcg_eval(config: TCGEvalConfig, generator: Any = None, sandbox: Any = No
     wanted = [done[p.task_id] for p in problems if p.task_id in done]
     summary = summarise_tcg(wanted, config.tcg.k, config.model, config.split if not config.problems_jsonl
                             else Path(config.problems_jsonl).name)
+    summary["wrong_model"] = (config.wrong_model or config.model) if config.sample_wrong > 0 else ""
     summary["config"] = {k: v for k, v in dataclasses.asdict(config).items()}
     write_atomic(run_dir / "summary.json", json.dumps(summary, indent=2, default=str))
     write_atomic(run_dir / "summary.md", tcg_markdown([summary]))
@@ -747,10 +856,15 @@ def add_tcg_commands(subparsers: Any) -> argparse.ArgumentParser:
     ev = sub.add_parser(
         "eval", help="measure a TCG: output match, input validity, kept tests, discrimination",
         description="Reports (a) the share of the model's own expected outputs that match the reference's "
-                    "output on the same input (the paper's 80.8% / 89.2%), (b) input validity, (c) the share "
-                    "of problems with at least k kept tests, (d) the share of wrong solutions (AST mutants "
-                    "of the reference and optional failing samples) rejected by the generated tests versus the "
-                    "dataset tests, and false rejections of the reference. Writes results.jsonl (resumable), "
+                    "output on the same input (the paper's 80.8% / 89.2%), leaving out the model's copy of "
+                    "the example test shown in its prompt (the figure with it is a second line); (b) input "
+                    "validity; (c) the share of problems with at least k kept tests; (d) for two categories "
+                    "of wrong solutions, reported apart: solutions a model wrote (--sample-wrong from the TCG "
+                    "model or --wrong-model, prompted with the visible test only; plus --wrong-samples) and "
+                    "AST mutants of the reference: the share rejected by the generated tests, by the visible "
+                    "test alone, and caught by the generated tests while passing the visible test. Every "
+                    "wrong solution fails the judging (all dataset) tests by selection, so that share is not "
+                    "reported. Also false rejections of the reference. Writes results.jsonl (resumable), "
                     "summary.json, summary.md and summary.png to --run-dir.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     ev.add_argument("--model", default="default", help="TCG model spec ('default', hf:DIR, ...)")
@@ -763,11 +877,15 @@ def add_tcg_commands(subparsers: Any) -> argparse.ArgumentParser:
     ev.add_argument("--temperature", type=float, default=0.7, help="sampling temperature")
     ev.add_argument("--max-tokens", type=int, default=384, help="max new tokens per completion")
     ev.add_argument("--seed", type=int, default=0, help="sampling seed")
-    ev.add_argument("--max-mutants", type=int, default=5, help="AST mutants per problem (failing ones kept)")
-    ev.add_argument("--wrong-samples", metavar="JSONL", help="wrong solutions: lines of {task_id, code}")
-    ev.add_argument("--sample-wrong", type=int, default=0, metavar="N",
-                    help="also sample N solutions per problem from --wrong-model; failing ones are kept")
-    ev.add_argument("--wrong-model", default="default", help="model that writes the sampled solutions")
+    ev.add_argument("--max-mutants", type=int, default=5,
+                    help="AST mutants of the reference per problem that fail the judging tests (0: none)")
+    ev.add_argument("--wrong-samples", metavar="JSONL",
+                    help="more model-written solutions (lines of {task_id, code}); failing ones join the samples")
+    ev.add_argument("--sample-wrong", type=int, default=4, metavar="N",
+                    help="sample N solutions per problem (prompt: statement + visible test only); those failing "
+                         "the judging tests are the 'samples' wrong solutions (0: none)")
+    ev.add_argument("--wrong-model", default="", metavar="SPEC",
+                    help="model that writes those samples (default: the TCG model itself)%(default).0s")
     ev.add_argument("--workers", type=int, default=2, help="sandbox workers")
     ev.set_defaults(func=_cmd_eval)
     return tcg
@@ -775,6 +893,6 @@ def add_tcg_commands(subparsers: Any) -> argparse.ArgumentParser:
 
 __all__ = [
     "TCGEvalConfig", "TCGTrainConfig", "TCGTrainResult", "add_tcg_commands", "build_tcg_examples",
-    "evaluate_problem", "plot_tcg", "run_tcg_eval", "sample_wrong_solutions", "summarise_tcg",
+    "evaluate_problem", "plot_tcg", "run_tcg_eval", "sample_prompt", "sample_wrong_solutions", "summarise_tcg",
     "tcg_markdown", "train_tcg",
 ]

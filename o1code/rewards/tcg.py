@@ -276,6 +276,29 @@ def parse_assert(test: str, entry_point: str) -> tuple[str, Any] | None:
     return call, value
 
 
+def normal_call(text: str) -> str:
+    """`text` as ``ast.unparse(ast.parse(text))`` (the canonical form `parse_call` gives), or stripped
+    as it stands when it does not parse; so that two spellings of one call compare equal."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return ast.unparse(ast.parse(text.strip(), mode="eval"))
+    except (SyntaxError, ValueError, MemoryError, RecursionError):
+        return text.strip()
+
+
+def shown_example_call(problem: Problem, show_example: bool = True) -> str | None:
+    """The canonical call of the example the TCG prompt shows (``problem.visible()[0]``), or None.
+
+    None when `show_example` is off, the problem has no visible test, or the test is not of the
+    ``assert f(literals) == literal`` form (`parse_assert`); then no generated case counts as a copy.
+    """
+    if not show_example or not problem.visible():
+        return None
+    parsed = parse_assert(problem.visible()[0], problem.entry_point)
+    return normal_call(parsed[0]) if parsed is not None else None
+
+
 def value_literal(value: Any) -> str | None:
     """``repr(value)`` when it reads back (via the literal parser) as an equal value, else None.
 
@@ -372,7 +395,9 @@ class TCGCounts:
         output_malformed: Cases with a usable input but no parseable ``# output:`` literal.
         checked: Distinct inputs the reference ran on (the denominator of the paper's figure).
         model_output_matches_reference: Of `checked`, those where the model's output equals the
-            reference's value (the paper's 80.8% / 89.2% figure is this over `checked`).
+            reference's value (the paper's 80.8% / 89.2% figure is this over `checked`). A copy
+            of the example shown in the prompt counts here too; ``cases`` marks it (`TCGResult`),
+            so evaluations can leave it out.
         kept: Tests kept.
     """
 
@@ -399,7 +424,11 @@ class TCGResult:
             the model's own outputs (no reference).
         completions: The raw model outputs.
         cases: Per distinct well-formed input: ``{"call", "model_output" (repr or None),
-            "reference_output" (repr or None), "error" ("" or why it was dropped)}``.
+            "reference_output" (repr or None), "error" ("" or why it was dropped), "shown_example"
+            (the call is the example shown in the prompt, see `shown_example_call`), "matched" (the
+            model's output equals the reference's value; None when the reference did not run on it or
+            there is no reference)}``. Entries cached before these last two keys existed lack them:
+            read them with ``.get`` (missing = not shown / unknown).
         cached: True when this result was read from the disk cache.
     """
 
@@ -633,6 +662,7 @@ class TestCaseGenerator:
                 model_out[case.call] = (case.output_ok, case.output)
 
         verified = bool(c.use_reference and problem.reference)
+        shown = shown_example_call(problem, c.show_example)
         tests: list[TestCase] = []
         cases: list[dict] = []
         n_invalid = n_unrep = n_checked = n_match = 0
@@ -641,14 +671,16 @@ class TestCaseGenerator:
             for call, res in zip(order, values):
                 ok_out, mval = model_out[call]
                 entry = {"call": call, "model_output": _repr_or_none(mval) if ok_out else None,
-                         "reference_output": None, "error": ""}
+                         "reference_output": None, "error": "", "shown_example": call == shown,
+                         "matched": None}
                 if not res.ok:
                     n_invalid += 1
                     entry["error"] = f"{res.verdict}: {res.error[:200]}"
                 else:
                     n_checked += 1
-                    if ok_out and _safe_eq(mval, res.value) and type(mval) is type(res.value):
-                        n_match += 1
+                    matched = bool(ok_out and _safe_eq(mval, res.value) and type(mval) is type(res.value))
+                    entry["matched"] = matched
+                    n_match += matched
                     lit = value_literal(res.value)
                     entry["reference_output"] = lit
                     if lit is None or len(call) + len(lit) > c.max_case_chars:
@@ -661,7 +693,8 @@ class TestCaseGenerator:
             for call in order:
                 ok_out, mval = model_out[call]
                 lit = value_literal(mval) if ok_out else None
-                entry = {"call": call, "model_output": lit, "reference_output": None, "error": ""}
+                entry = {"call": call, "model_output": lit, "reference_output": None, "error": "",
+                         "shown_example": call == shown, "matched": None}
                 if lit is None or len(call) + len(lit) > c.max_case_chars:
                     n_unrep += 1
                     entry["error"] = "model output missing, not a literal, or too long"
@@ -712,5 +745,5 @@ def cases_from_asserts(problem: Problem) -> list[tuple[str, Any]]:
 __all__ = [
     "CallResult", "ParsedCase", "TCGConfig", "TCGCounts", "TCGResult", "TestCaseGenerator",
     "build_prompt", "cases_from_asserts", "evaluate_calls", "format_case", "format_completion",
-    "parse_assert", "parse_call", "parse_cases", "value_literal",
+    "normal_call", "parse_assert", "parse_call", "parse_cases", "shown_example_call", "value_literal",
 ]
