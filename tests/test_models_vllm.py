@@ -1,4 +1,5 @@
-"""vllm backend: needs the gpu extra and a CUDA GPU; skipped otherwise."""
+"""vllm backend: needs the gpu extra and a CUDA GPU; skipped otherwise. Offline: it loads the tiny
+model built in code (a local directory), never a hub id."""
 
 import importlib.util
 
@@ -18,8 +19,8 @@ def _cuda():
 @pytest.mark.gpu
 @pytest.mark.skipif(importlib.util.find_spec("vllm") is None or not _cuda(),
                     reason="needs vllm (pip install 'o1code[gpu]') and a CUDA GPU")
-def test_vllm_generate():
-    g = load_generator("vllm:Qwen/Qwen2.5-Coder-0.5B-Instruct", engine_kwargs={"gpu_memory_utilization": 0.3})
+def test_vllm_generate(tiny_model_dir):
+    g = load_generator(f"vllm:{tiny_model_dir}", engine_kwargs={"gpu_memory_utilization": 0.3})
     p = SamplingParams(n=2, max_tokens=16, seed=0)
     outs = g.generate(["Write a python function that adds two numbers."], p)
     assert len(outs[0]) == 2 and all(len(c.logprobs) == len(c.token_ids) for c in outs[0])
