@@ -100,7 +100,11 @@ def _host_paths() -> list[str]:
     and one in $HOME. Files, not the directories: bwrap creates empty mount-point directories on
     the way to the interpreter's prefix (e.g. /root/.pyenv), which hold nothing of the host."""
     out = []
-    for d in (os.getcwd(), os.path.expanduser("~")):
+    try:
+        cwd = os.getcwd()
+    except OSError:  # the working directory was deleted
+        cwd = "/"
+    for d in (cwd, os.path.expanduser("~")):
         d = os.path.realpath(d)
         if d == "/" or d.startswith("/usr"):
             continue
