@@ -172,9 +172,7 @@ def _reconcile_trajectories(path: Path, done: set[str]) -> None:
                 dropped += 1
     if dropped:
         log.warning("dropping %d trajectory lines of unfinished problems from %s", dropped, path)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_bytes(b"".join(keep))
-        os.replace(tmp, path)
+        write_atomic(path, b"".join(keep).decode("utf-8"))
 
 
 def _read_results(path: Path) -> list[dict]:
