@@ -1,7 +1,9 @@
 """Exceptions of `o1code.data`."""
 
+from o1code.errors import O1CodeError
 
-class DataError(ValueError):
+
+class DataError(O1CodeError, ValueError):
     """A data set or problem file cannot be used (missing, unknown split, bad content)."""
 
 

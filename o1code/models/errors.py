@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from o1code.errors import O1CodeError
 
-class ModelError(Exception):
+
+class ModelError(O1CodeError):
     """Base class of every error raised by o1code.models."""
 
 

@@ -1,7 +1,9 @@
 """Exceptions of `o1code.rewards`."""
 
+from o1code.errors import O1CodeError
 
-class RewardError(ValueError):
+
+class RewardError(O1CodeError, ValueError):
     """A reward is misconfigured (unknown form, out-of-range weight)."""
 
 

@@ -7,8 +7,10 @@ caller mistakes (`InvalidTestError`) or an infrastructure that cannot start at a
 
 from __future__ import annotations
 
+from o1code.errors import O1CodeError
 
-class SandboxError(Exception):
+
+class SandboxError(O1CodeError):
     """Base class of every exception raised by `o1code.sandboxes`."""
 
 
