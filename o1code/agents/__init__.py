@@ -6,7 +6,6 @@ from o1code.agents.mcts import (
     MCTSConfig,
     Node,
     SearchResult,
-    append_jsonl,
     hard_label,
     trajectory_records,
 )
@@ -19,7 +18,6 @@ __all__ = [
     "MCTSConfig",
     "Node",
     "SearchResult",
-    "append_jsonl",
     "hard_label",
     "trajectory_records",
     "problem_seed",

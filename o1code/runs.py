@@ -1,0 +1,237 @@
+"""Run directories: atomic writes, JSONL append/read, the pinned config, stage done-markers.
+
+Every stage of o1code writes under a run directory and resumes after an interruption without
+losing finished work. The rules, in one place:
+
+- **Whole files** (configs, summaries, checkpoints' metadata, assembled models) are written with
+  `write_atomic` / `atomic_open`: a temp file in the same directory, fsync, then ``os.replace``; a
+  reader sees the old file or the new one, never a torn one.
+- **Records** are appended to JSONL files with `append_jsonl`: one write, flush and fsync per call,
+  so a call's records reach the disk together and a crash loses no finished record.
+- **One torn-last-line rule** (`read_jsonl`): a kill during an append can leave only a last line
+  without its newline, or one that does not parse. That line is dropped with a warning; a resuming
+  writer passes ``repair=True`` to cut it from the file so the next append starts on a clean line.
+  A bad line anywhere else is corruption, not an interruption: `RunDirError` names file and line.
+- **Pinned config** (`pin_config`): the first start writes ``config.json``; a resume compares the
+  stored settings with the new ones and refuses, naming every differing key, when results would mix.
+- **Stage markers** (`mark_done`, `is_done`): ``STAGE.done`` files for multi-stage pipelines; a
+  stage that finds its marker is skipped on resume.
+
+Bottom layer: this module imports only the standard library and `o1code.errors`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import re
+import secrets
+import time
+from pathlib import Path
+from typing import IO, Any, Iterable, Iterator, Mapping
+
+from o1code.errors import RunDirError
+
+log = logging.getLogger(__name__)
+
+#: The file a run directory's settings are pinned in.
+CONFIG_FILE = "config.json"
+
+_STAGE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+
+
+# -- whole files ---------------------------------------------------------------------------------
+
+
+def _fsync_dir(directory: Path) -> None:
+    """Make a rename in `directory` durable (best effort: not every platform opens directories)."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def atomic_open(path: str | os.PathLike, *, perms: int | None = None) -> Iterator[IO[bytes]]:
+    """Open a binary file that replaces `path` atomically when the block ends without an exception.
+
+    The bytes go to a temp file in the same directory (created with the usual permissions, i.e.
+    0o666 less the umask, or `perms` when given); on a clean exit it is flushed, fsynced and renamed
+    over `path`. On an exception (or a kill) `path` is untouched and the temp file is removed (a kill
+    may leave a ``NAME.*.tmp`` behind, never a torn `path`).
+    """
+    path = Path(path)
+    while True:
+        tmp = path.with_name(f"{path.name}.{secrets.token_hex(4)}.tmp")
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+            break
+        except FileExistsError:  # pragma: no cover - a 32-bit random collision
+            continue
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            yield fh
+            fh.flush()
+            os.fsync(fh.fileno())
+        if perms is not None:
+            os.chmod(tmp, perms)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+
+
+def write_atomic(path: str | os.PathLike, data: str | bytes) -> None:
+    """Write `data` (text as UTF-8, or bytes) to `path` so that a reader sees the old or the new
+    file, never a torn one (see `atomic_open`)."""
+    with atomic_open(path) as fh:
+        fh.write(data.encode("utf-8") if isinstance(data, str) else data)
+
+
+# -- JSONL records -------------------------------------------------------------------------------
+
+
+def _jsonl(records: Iterable[Any]) -> bytes:
+    return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records).encode("utf-8")
+
+
+def append_jsonl(path: str | os.PathLike, records: Iterable[Any]) -> None:
+    """Append records to a JSONL file (created if missing) in one write, then flush and fsync:
+    a crash loses no finished record, and at worst tears the last line of this call."""
+    data = _jsonl(records)
+    with open(path, "ab") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def write_jsonl(path: str | os.PathLike, records: Iterable[Any]) -> None:
+    """Replace a JSONL file with `records`, atomically (e.g. to drop the lines of unfinished work)."""
+    write_atomic(path, _jsonl(records))
+
+
+def read_jsonl(path: str | os.PathLike, *, repair: bool = False) -> list[Any]:
+    """The records of a JSONL file, in order ([] when the file does not exist).
+
+    The torn-last-line rule: a last line without its trailing newline, or one that does not parse,
+    is what an interrupted append leaves; it is dropped with a warning, and ``repair=True`` (a writer
+    about to resume appending) also truncates the file to the lines before it. Blank lines are
+    skipped. A line that does not parse anywhere else raises `RunDirError` naming file and line.
+    """
+    path = Path(path)
+    if not path.exists():
+        return []
+    with path.open("rb") as fh:
+        lines = fh.read().splitlines(keepends=True)
+    records: list[Any] = []
+    good_bytes = 0
+    for number, raw in enumerate(lines, 1):
+        last = number == len(lines)
+        if raw.strip():
+            try:
+                record = json.loads(raw)
+            except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+                if last:
+                    break
+                raise RunDirError(f"{path}:{number}: not a JSON record ({exc}); the file is corrupt "
+                                  "(not a torn last line): fix or remove that line") from None
+            if last and not raw.endswith(b"\n"):
+                break  # complete JSON, but the append that wrote it did not finish
+            records.append(record)
+        good_bytes += len(raw)
+    if good_bytes != sum(len(raw) for raw in lines):
+        log.warning("dropping a torn line at the end of %s", path)
+        if repair:
+            with path.open("r+b") as fh:
+                fh.truncate(good_bytes)
+                fh.flush()
+                os.fsync(fh.fileno())
+    return records
+
+
+# -- the pinned config ---------------------------------------------------------------------------
+
+
+def load_config(run_dir: str | os.PathLike) -> dict[str, Any] | None:
+    """The settings a run directory is pinned to (its ``config.json``), or None before the first start."""
+    path = Path(run_dir) / CONFIG_FILE
+    if not path.exists():
+        return None
+    try:
+        stored = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise RunDirError(f"{path} is not valid JSON ({exc}); remove it or use another --run-dir") from None
+    if not isinstance(stored, dict):
+        raise RunDirError(f"{path} does not hold a JSON object; remove it or use another --run-dir")
+    return stored
+
+
+def config_changes(stored: Mapping[str, Any], config: Mapping[str, Any], ignore: Iterable[str] = ()) -> list[str]:
+    """``"key: old -> new"`` for every key (but those in `ignore`) whose value differs between the
+    stored and the new settings; a key on one side only shows ``'(unset)'`` on the other."""
+    skip = set(ignore)
+    old = {k: v for k, v in stored.items() if k not in skip}
+    new = {k: v for k, v in config.items() if k not in skip}
+    return [f"{k}: {old.get(k, '(unset)')!r} -> {new.get(k, '(unset)')!r}"
+            for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
+
+
+def pin_config(run_dir: str | os.PathLike, config: Mapping[str, Any], *, ignore: Iterable[str] = ()) -> dict[str, Any] | None:
+    """Pin `run_dir` (created if missing) to the JSON-ready settings `config`.
+
+    On the first start ``config.json`` is written. On a resume the stored settings are compared
+    with `config` on every key not in `ignore` (settings a resume may change: where output goes,
+    which items run, values derived from others); any difference raises `RunDirError` naming each
+    differing key with its old and new value, because resuming would mix results. Otherwise
+    ``config.json`` is rewritten with `config` (so ignored keys show the latest call). Returns the
+    stored settings, or None on a first start.
+    """
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    stored = load_config(run_dir)
+    if stored is not None:
+        changed = config_changes(stored, config, ignore)
+        if changed:
+            raise RunDirError(f"{run_dir} holds a run with other settings ({'; '.join(changed)}); resuming would "
+                              "mix results: use another --run-dir, or the same settings")
+    write_atomic(run_dir / CONFIG_FILE, json.dumps(dict(config), indent=2))
+    return stored
+
+
+# -- stage markers -------------------------------------------------------------------------------
+
+
+def _marker(run_dir: str | os.PathLike, stage: str) -> Path:
+    if not isinstance(stage, str) or not _STAGE_NAME.fullmatch(stage):
+        raise RunDirError(f"bad stage name {stage!r}: use letters, digits, '.', '_' and '-'")
+    return Path(run_dir) / f"{stage}.done"
+
+
+def mark_done(run_dir: str | os.PathLike, stage: str, info: Mapping[str, Any] | None = None) -> Path:
+    """Record that `stage` of the run in `run_dir` finished: an atomic ``STAGE.done`` file holding
+    the stage, the time and `info` (JSON-ready) as JSON. Returns the marker's path."""
+    path = _marker(run_dir, stage)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    record = {"stage": stage, "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **(info or {})}
+    write_atomic(path, json.dumps(record, indent=2) + "\n")
+    return path
+
+
+def is_done(run_dir: str | os.PathLike, stage: str) -> bool:
+    """True when `mark_done(run_dir, stage)` has completed."""
+    return _marker(run_dir, stage).is_file()
+
+
+__all__ = [
+    "CONFIG_FILE", "append_jsonl", "atomic_open", "config_changes", "is_done", "load_config", "mark_done",
+    "pin_config", "read_jsonl", "write_atomic", "write_jsonl",
+]
