@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import sys
 import time
+from dataclasses import dataclass, field
 
 from o1code.pipeline.evaluate import EvalConfig, markdown_table, run_eval
 from o1code.sandboxes import LocalSandbox
@@ -12,7 +13,20 @@ from o1code.sandboxes import LocalSandbox
 log = logging.getLogger(__name__)
 
 
-def run_demo(limit: int = 3, model: str = "default", rollouts: int = 4, seed: int = 0, run_dir: str = "runs/demo") -> int:
+@dataclass
+class DemoConfig:
+    """The settings of `o1code demo` (its flags and ``--config`` keys); `run_demo`'s defaults."""
+
+    limit: int = field(default=3, metadata={"help": "number of MBPP test problems", "metavar": "N"})
+    model: str = field(default="default", metadata={"help": "model spec ('default': the offline model)",
+                                                    "metavar": "SPEC"})
+    rollouts: int = field(default=4, metadata={"help": "MCTS rollouts per problem", "metavar": "N"})
+    seed: int = field(default=0, metadata={"help": "seed of every random choice"})
+    run_dir: str = field(default="runs/demo", metadata={"help": "where results go", "metavar": "DIR"})
+
+
+def run_demo(limit: int = DemoConfig.limit, model: str = DemoConfig.model, rollouts: int = DemoConfig.rollouts,
+             seed: int = DemoConfig.seed, run_dir: str = DemoConfig.run_dir) -> int:
     """Search the first `limit` MBPP test problems; prints each rollout and a final table.
 
     The search is rewarded by each problem's visible test and judged by all its tests. The budget

@@ -84,7 +84,7 @@ class EvalConfig:
         "default | hf:ID_OR_PATH | gguf:PATH | llamacpp:PATH | vllm:ID | openai:URL#MODEL", metavar="SPEC"))
     dataset: str = field(default="mbpp", metadata=_help("benchmark", choices=DATASETS))
     split: str = field(default="test", metadata=_help(
-        "split (HumanEval has only test)", choices=(*MBPP_SPLITS, "all")))
+        "split; HumanEval has only test", choices=(*MBPP_SPLITS, "all")))
     sanitized: bool = field(default=False, metadata=_help("the sanitized MBPP subset"))
     limit: int | None = field(default=None, metadata=_help("the first N problems of the split", metavar="N"))
     tasks: list[str] | None = field(default=None, metadata=_help(
