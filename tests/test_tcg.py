@@ -33,7 +33,7 @@ from o1code.rewards.tcg import (
     parse_cases,
     value_literal,
 )
-from o1code.sandboxes import LocalSandbox, TestCase, Verdict
+from o1code.sandboxes import InvalidTestError, LocalSandbox, TestCase, Verdict
 
 
 class ScriptedGenerator:
@@ -181,6 +181,34 @@ def test_evaluate_calls_returns_plain_values(sandbox):
     assert out[0].ok and out[0].value == {"k": [1, (1,)], "s": {1}}
     assert not out[1].ok  # unhashable in a set: the call raised
     assert not out[2].ok and out[2].verdict is Verdict.RUNTIME_ERROR and "NameError" in out[2].error
+
+
+def test_sandbox_evaluate_gives_each_call_its_own_result(sandbox):
+    code = ("import os\ndef f(x):\n    if x == 2:\n        while True: pass\n"
+            "    if x == 3:\n        os._exit(3)\n    return x * 2\n")
+    out = sandbox.evaluate(code, ["f(1)", "f(2)", "f(3)", "f( 4 )", "f('a')"], timeout_s=1.0)
+    assert [r.ok for r in out] == [True, False, False, True, True]
+    assert (out[0].value, out[3].value, out[4].value) == (2, 8, "aa")
+    # the calls the timeout took down were run again one by one: each failure is the call's own
+    assert out[1].verdict is Verdict.TIMEOUT and out[1].message == "time limit exceeded (1 s)"
+    assert out[2].verdict is Verdict.RUNTIME_ERROR and out[2].message.startswith("process exited (status 3)")
+    assert sandbox.evaluate(code, []) == []
+    bad = sandbox.evaluate("def f(:\n", ["f(1)", "f(2)"])
+    assert [r.verdict for r in bad] == [Verdict.SYNTAX_ERROR] * 2 and bad[0].value is None
+    setup = sandbox.evaluate(code, ["f(1)"], setup_code="raise KeyError('k')")[0]
+    assert setup.verdict is Verdict.RUNTIME_ERROR and setup.message.startswith("setup code: KeyError")
+    with pytest.raises(InvalidTestError):
+        sandbox.evaluate(code, ["x = 1"])
+
+
+def test_tcg_needs_a_sandbox_that_evaluates():
+    class RunOnly:
+        def run(self, *a, **k): ...
+        def run_many(self, jobs): ...
+        def close(self): ...
+
+    with pytest.raises(TCGError, match="evaluate"):
+        evaluate_calls(RunOnly(), "def f(x):\n    return x\n", ["f(1)"])
 
 
 def test_duplicates_are_removed_across_samples(sandbox):

@@ -326,14 +326,22 @@ TEST_HOST_NAMES = frozenset(_TEST_BUILTINS) | frozenset(TEST_IMPORTS) | {"__name
 _RESERVED = "__sbx_"
 
 
+@dataclass(frozen=True, slots=True)
 class CallResult:
-    """The sandbox's answer for one call: ``ok`` and ``value``, or the verdict and message of the
-    error (an exception of the solution, a dead process, a value that is not plain data)."""
+    """The sandbox's answer for one call (see `LocalSandbox.evaluate`): ``ok`` and ``value`` (plain
+    builtin data, exact types), or the verdict and message of the error (an exception of the
+    solution, a dead process, a value that is not plain data). ``verdict`` is `Verdict.PASSED`
+    when ``ok``; ``value`` is None when not."""
 
-    __slots__ = ("ok", "value", "verdict", "message")
+    ok: bool
+    value: Any = None
+    verdict: Verdict = Verdict.PASSED
+    message: str = ""
 
-    def __init__(self, ok: bool, value: Any = None, verdict: Verdict = Verdict.PASSED, message: str = "") -> None:
-        self.ok, self.value, self.verdict, self.message = ok, value, verdict, message
+    @property
+    def error(self) -> str:
+        """The same as ``message`` (the name `o1code.rewards.tcg` used)."""
+        return self.message
 
 
 # Control flow of the two passes. BaseException, so that `except Exception` in a test cannot

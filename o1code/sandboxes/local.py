@@ -474,6 +474,83 @@ class LocalSandbox:
         for p in plans:
             spans.append(range(len(exprs), len(exprs) + len(p.calls)))
             exprs.extend(p.calls)
+        reply, attempt, last = self._send(code, setup_code, exprs, timeout_s)
+        if reply is not None:
+            header, res, out, err = reply
+            result = self._grade(plans, spans, header, res, out, err, timeout_s)
+            return _with(result, seconds=time.perf_counter() - t0, attempts=attempt,
+                         isolation=self.isolation_summary)
+        msg = _infrastructure_message(last)
+        outs = tuple(TestOutcome(Verdict.SANDBOX_ERROR, msg) for _ in plans)
+        return ExecutionResult(Verdict.SANDBOX_ERROR, 0, len(plans), outs,
+                               seconds=time.perf_counter() - t0, message=msg, attempts=2,
+                               isolation=self.isolation_summary)
+
+    def evaluate(self, code: str, calls: Sequence[str], setup_code: str = "",
+                 timeout_s: float = 4.0) -> list[CallResult]:
+        """Run `code`, then `setup_code`, then each call expression of `calls` in the sandbox; return
+        what each call evaluated to. Nothing is compared: no expected value is involved.
+
+        Returns one `CallResult` per call, in the order of `calls`:
+
+        - ``ok=True``, ``value``: the call's value as plain builtin data of exact types (None, bool,
+          int, float, complex, str, bytes, list, tuple, set, frozenset, dict), capped in size and
+          depth by `SandboxConfig` (``result_cap_bytes``, ``max_value_depth``, ``max_value_items``).
+        - ``ok=False``, ``verdict``, ``message`` (``value`` None), the call's own failure:
+          ``runtime_error`` / ``memory`` when it raised (message ``"CALL: Type: text"``), ``failed``
+          when its value is not plain data or the values exceed ``result_cap_bytes``,
+          ``timeout`` / ``runtime_error`` (``"process killed by SIG..."``, ``"process exited
+          ..."``) when the process died on it.
+        - Every call gets the same failure when nothing could run: ``syntax_error`` (the code does
+          not parse), the error of the code or of the setup code (``"setup code: ..."``) when one
+          raised, ``sandbox_error`` when the infrastructure failed twice.
+
+        All calls run in one sample (one fork; `timeout_s` is its wall-clock budget). A process that
+        dies takes the calls after it down; when that leaves more than one call without its own
+        result (``timeout``, ``memory``, ``sandbox_error``, or ``runtime_error`` saying the process
+        died), those calls are run again one per sample, so each result is that call's own.
+        Calls are sent in canonical form (``ast.unparse``); ``[]`` for no calls, without running.
+        Raises `InvalidTestError` when a call is not one Python expression or `setup_code` does not
+        parse, `SandboxUnavailableError` after `close`, ValueError for a bad `timeout_s`.
+        """
+        if not (timeout_s > 0 and math.isfinite(timeout_s)):
+            raise ValueError("timeout_s must be a positive number")
+        if not calls:
+            return []
+        exprs = []
+        for c in calls:
+            try:
+                exprs.append(ast.unparse(ast.parse(c, mode="eval").body))
+            except (SyntaxError, ValueError, RecursionError, MemoryError) as exc:
+                raise InvalidTestError(f"call {c!r} is not one Python expression: {exc}") from None
+        try:
+            ast.parse(setup_code)
+        except (SyntaxError, ValueError) as exc:
+            raise InvalidTestError(f"setup_code does not parse: {exc}") from None
+        try:
+            ast.parse(code)
+        except (SyntaxError, ValueError, RecursionError, MemoryError, OverflowError) as exc:
+            msg = f"{type(exc).__name__}: {exc}"[:500]
+            return [CallResult(False, None, Verdict.SYNTAX_ERROR, msg) for _ in exprs]
+        reply, _, last = self._send(code, setup_code, exprs, timeout_s)
+        if reply is None:
+            out = [CallResult(False, None, Verdict.SANDBOX_ERROR, _infrastructure_message(last)) for _ in exprs]
+        else:
+            out = self._call_results(exprs, reply[0], reply[1], timeout_s)
+        retry = [i for i, r in enumerate(out) if not r.ok and (
+            r.verdict in (Verdict.TIMEOUT, Verdict.SANDBOX_ERROR, Verdict.MEMORY)
+            or (r.verdict is Verdict.RUNTIME_ERROR and r.message.startswith("process")))]
+        if len(retry) > 1:  # in a one-call sample the failure is already that call's own
+            for i in retry:
+                out[i] = self.evaluate(code, [exprs[i]], setup_code, timeout_s)[0]
+        return out
+
+    def _send(self, code: str, setup_code: str, exprs: list[str], timeout_s: float
+              ) -> tuple[Optional[tuple[dict, bytes, bytes, bytes]], int, str]:
+        """Run one sample on a worker, retrying once on a fresh worker when the infrastructure fails.
+
+        Returns ``(reply, attempt, "")`` with the worker's ``(header, results, stdout, stderr)``, or
+        ``(None, 2, why)`` when both attempts failed."""
         cfg = self.config
         request = {
             "code": code, "setup": setup_code, "exprs": exprs, "timeout": float(timeout_s),
@@ -503,14 +580,8 @@ class LocalSandbox:
                 last = f"sample process failed to start: {err[:300].decode('utf-8', 'replace')}"
                 log.warning("sandbox: attempt %d: %s", attempt, last)
                 continue
-            result = self._grade(plans, spans, header, res, out, err, timeout_s)
-            return _with(result, seconds=time.perf_counter() - t0, attempts=attempt,
-                         isolation=self.isolation_summary)
-        msg = f"sandbox infrastructure failed twice: {last}"[:1000]
-        outs = tuple(TestOutcome(Verdict.SANDBOX_ERROR, msg) for _ in plans)
-        return ExecutionResult(Verdict.SANDBOX_ERROR, 0, len(plans), outs,
-                               seconds=time.perf_counter() - t0, message=msg, attempts=2,
-                               isolation=self.isolation_summary)
+            return reply, attempt, ""
+        return None, 2, last
 
     def run_many(self, jobs: Sequence[Job]) -> list[ExecutionResult]:
         """Run `jobs` over the worker pool; returns results in the order of `jobs`."""
@@ -519,9 +590,11 @@ class LocalSandbox:
 
     # -- grading -----------------------------------------------------------------------------
 
-    def _grade(self, plans: list[TestPlan], spans: list[range], header: dict, res: bytes,
-               out: bytes, err: bytes, timeout_s: float) -> ExecutionResult:
-        cfg = self.config
+    def _read_sample(self, header: dict, res: bytes, timeout_s: float
+                     ) -> tuple[dict[int, dict], tuple[Verdict, str], Optional[tuple[Verdict, str]]]:
+        """Read a sample's result lines: ``(call records by index, death, early)``. ``death`` is why
+        results stop where they stop (it applies to every call that has none); ``early`` is the
+        failure of the code or setup phase (then no call ran), else None."""
         phases: dict[str, Any] = {}
         calls: dict[int, dict] = {}
         for line in res[2:].split(b"\n"):
@@ -538,12 +611,11 @@ class LocalSandbox:
             elif type(rec.get("c")) is int and rec["c"] not in calls:
                 calls[rec["c"]] = rec
 
-        # Why results stop where they stop (applies to every call that has none).
         sig = header.get("signal")
         if header.get("timed_out") or sig == signal.SIGXCPU:
             death = (Verdict.TIMEOUT, f"time limit exceeded ({timeout_s:g} s)")
         elif header.get("over_cap"):
-            death = (Verdict.FAILED, f"returned values exceed {cfg.result_cap_bytes} bytes")
+            death = (Verdict.FAILED, f"returned values exceed {self.config.result_cap_bytes} bytes")
         elif sig is not None:
             death = (Verdict.RUNTIME_ERROR, f"process killed by {_SIGNAMES.get(sig, sig)}")
         else:
@@ -558,6 +630,34 @@ class LocalSandbox:
             if phases[phase] is not None:
                 early = _error_verdict(phases[phase], "setup code: " if phase == "setup" else "")
                 break
+        return calls, death, early
+
+    def _call_results(self, exprs: list[str], header: dict, res: bytes, timeout_s: float) -> list[CallResult]:
+        """One `CallResult` per expression of a sample sent by `evaluate` (the same reading of
+        records, deaths and early failures as `_grade`)."""
+        cfg = self.config
+        calls, death, early = self._read_sample(header, res, timeout_s)
+        out: list[CallResult] = []
+        for i, expr in enumerate(exprs):
+            rec = calls.get(i)
+            label = expr if len(expr) <= 80 else expr[:77] + "..."
+            if early is not None:
+                out.append(CallResult(False, None, *early))
+            elif rec is None:
+                out.append(CallResult(False, None, *death))
+            elif "e" in rec:
+                out.append(CallResult(False, None, *_error_verdict(rec["e"], f"{label}: ")))
+            else:
+                try:
+                    out.append(CallResult(True, decode_value(rec.get("v"), cfg.max_value_depth, cfg.max_value_items)))
+                except ValueDecodeError as exc:
+                    out.append(CallResult(False, None, Verdict.FAILED, f"{label}: {exc}"))
+        return out
+
+    def _grade(self, plans: list[TestPlan], spans: list[range], header: dict, res: bytes,
+               out: bytes, err: bytes, timeout_s: float) -> ExecutionResult:
+        cfg = self.config
+        calls, death, early = self._read_sample(header, res, timeout_s)
 
         outcomes: list[TestOutcome] = []
         for plan, span in zip(plans, spans):
@@ -627,6 +727,10 @@ class LocalSandbox:
                 results.append(CallResult(False, None, Verdict.FAILED, str(exc)))
         bad = replay(plan, results)
         return TestOutcome(Verdict.PASSED, "", secs) if bad is None else TestOutcome(bad[0], bad[1], secs)
+
+
+def _infrastructure_message(last: str) -> str:
+    return f"sandbox infrastructure failed twice: {last}"[:1000]
 
 
 def _label(plan: TestPlan, k: int) -> str:
