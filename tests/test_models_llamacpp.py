@@ -124,6 +124,54 @@ def test_llamacpp_cache_independent(smol):
 
 @needs_llamacpp
 @needs_smol
+def test_llamacpp_batched_samples(smol):
+    """n samples decoded together: seeded and repeatable, each its own stop rules, split into groups
+    beyond max_seqs; a completion's first token (sampled from the shared prompt logits) equals the
+    one-at-a-time decoder's; the KV cache is left holding only the prompt (a greedy call after
+    equals a fresh generator's)."""
+    prompt = "Write a python function that adds two numbers."
+    sp = SamplingParams(n=5, temperature=1.0, max_tokens=12, seed=11)
+    seq = load_generator(f"llamacpp:{SMOL}", n_ctx=1024, batch_samples=False)
+    grouped = load_generator(f"llamacpp:{SMOL}", n_ctx=1024, max_seqs=2)
+    try:
+        batched = smol.generate([prompt], sp)[0]
+        assert batched == smol.generate([prompt], sp)[0]  # repeatable
+        assert len(batched) == 5 and len({tuple(c.token_ids) for c in batched}) > 1
+        one_by_one = seq.generate([prompt], sp)[0]
+        assert [c.token_ids[0] for c in batched] == [c.token_ids[0] for c in one_by_one]
+        assert [c.logprobs[0] for c in batched] == [c.logprobs[0] for c in one_by_one]
+        # one at a time, completion j is what n=1 with seed + j gives
+        assert one_by_one[3] == seq.generate([prompt], SamplingParams(temperature=1.0, max_tokens=12, seed=14))[0][0]
+        g = grouped.generate([prompt], sp)[0]  # groups of 2, 2, 1
+        assert len(g) == 5 and g == grouped.generate([prompt], sp)[0]
+        assert [c.token_ids[0] for c in g] == [c.token_ids[0] for c in batched]
+        for c in batched:
+            assert len(c.token_ids) == len(c.logprobs) <= 12 and all(lp <= 1e-6 for lp in c.logprobs)
+            assert c.finish_reason == ("length" if len(c.token_ids) == 12 else "stop")
+        stopped = smol.generate([prompt], SamplingParams(n=4, temperature=1.0, max_tokens=24, seed=2, stop=["def"]))
+        assert all("def" not in c.text for c in stopped[0])
+        greedy = SamplingParams(temperature=0, max_tokens=16)
+        assert smol.generate(["What is 2+2?"], greedy) == seq.generate(["What is 2+2?"], greedy)
+    finally:
+        seq.close()
+        grouped.close()
+
+
+@needs_llamacpp
+@needs_smol
+def test_llamacpp_batch_fits_context():
+    """Samples that would not fit n_ctx side by side are decoded in smaller groups, not truncated."""
+    small = load_generator(f"llamacpp:{SMOL}", n_ctx=160)
+    try:
+        prompt = "Write a python function that adds two numbers."
+        outs = small.generate([prompt], SamplingParams(n=4, temperature=1.0, max_tokens=60, seed=0))[0]
+        assert len(outs) == 4 and any(len(c.token_ids) > 30 for c in outs)
+    finally:
+        small.close()
+
+
+@needs_llamacpp
+@needs_smol
 def test_llamacpp_prefix_reuse(smol):
     c = smol.config.cache_chunk
     p = "Summarise: " + " ".join(f"item{i}" for i in range(80))

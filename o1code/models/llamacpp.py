@@ -1,7 +1,13 @@
 """``llamacpp`` backend: llama-cpp-python (optional extra ``llamacpp``), fast CPU inference of GGUF files.
 
-Completions are sampled one at a time (completion ``j`` uses seed ``seed + j``). Note llama.cpp
-applies top-k/top-p before temperature (transformers applies temperature first).
+The n completions of a prompt are decoded together: the prompt is evaluated once, its KV cells are
+shared by n sequences (llama.cpp's multi-sequence batch), and each step is one ``llama_decode`` of
+one token per unfinished sequence. On a CPU a decode step reads every weight once whatever the
+batch size, so n sequences cost little more than one. Completion ``j`` has its own sampler seeded
+with ``seed + j``; its tokens depend on the whole call (prompt, params, n), because the batch a
+token is computed in changes its floating-point rounding. ``batch_samples=False`` decodes the
+sequences one after another instead. Note llama.cpp applies top-k/top-p before temperature
+(transformers applies temperature first).
 
 Reproducibility with a KV cache kept between calls: llama.cpp's CPU results depend on how tokens
 are batched (llamafile's tinyBLAS matmul only serves batches of 2+ tokens; flash attention has
@@ -50,7 +56,10 @@ class LlamaCppConfig:
     generator did before (and the same with prefix_cache True or False, for the same model, threads,
     ``cache_chunk`` and hardware). ``cache_chunk``: prompts are evaluated in batches of this many
     tokens aligned to multiples of it (at most ``n_batch``); a call re-evaluates at least the prompt's
-    last 1..cache_chunk tokens, none when its prompt is the previous call's."""
+    last 1..cache_chunk tokens, none when its prompt is the previous call's. ``max_seqs``: the most
+    sequences decoded in one batch (llama.cpp's ``n_seq_max``); more samples go in several groups, and
+    so do samples that would not fit ``n_ctx`` together (prompt + each sequence's ``max_tokens``).
+    ``batch_samples``: decode the n samples of a prompt together (False: one after another)."""
 
     path: str = ""
     n_ctx: int = 4096
@@ -60,6 +69,8 @@ class LlamaCppConfig:
     use_extra_bufts: bool = False
     prefix_cache: bool = True
     cache_chunk: int = 32
+    max_seqs: int = 8
+    batch_samples: bool = True
     verbose: bool = False
 
 
@@ -84,22 +95,31 @@ def import_llama_cpp() -> Any:
 
 
 @contextlib.contextmanager
-def _model_params(llama_cpp: Any, use_extra_bufts: bool) -> Iterator[None]:
-    """Make ``Llama.__init__`` see model params with ``use_extra_bufts`` set (it has no argument)."""
-    orig = llama_cpp.llama_model_default_params
+def _default_params(llama_cpp: Any, use_extra_bufts: bool, n_seq_max: int) -> Iterator[None]:
+    """Make ``Llama.__init__`` see model params with ``use_extra_bufts`` and context params with
+    ``n_seq_max`` sequences in one unified KV cache (it has arguments for neither). Unified: the
+    sequences of a batch share the prompt's cells and draw their own from one pool of ``n_ctx``."""
+    orig_model, orig_ctx = llama_cpp.llama_model_default_params, llama_cpp.llama_context_default_params
 
-    def patched() -> Any:
-        p = orig()
+    def model_params() -> Any:
+        p = orig_model()
         if hasattr(p, "use_extra_bufts"):
             p.use_extra_bufts = use_extra_bufts
         return p
 
+    def context_params() -> Any:
+        p = orig_ctx()
+        p.n_seq_max, p.kv_unified = n_seq_max, True
+        return p
+
     with _patch_lock:
-        llama_cpp.llama_model_default_params = patched
+        llama_cpp.llama_model_default_params = model_params
+        llama_cpp.llama_context_default_params = context_params
         try:
             yield
         finally:
-            llama_cpp.llama_model_default_params = orig
+            llama_cpp.llama_model_default_params = orig_model
+            llama_cpp.llama_context_default_params = orig_ctx
 
 
 class LlamaCppGenerator:
@@ -116,11 +136,17 @@ class LlamaCppGenerator:
         if not (isinstance(config.cache_chunk, int) and 1 <= config.cache_chunk <= config.n_batch):
             raise InvalidParamsError(f"cache_chunk must be an int in [1, n_batch={config.n_batch}], "
                                      f"got {config.cache_chunk!r}")
+        max_seqs = llama_cpp.llama_cpp.llama_max_parallel_sequences()
+        if not (isinstance(config.max_seqs, int) and 1 <= config.max_seqs <= max_seqs):
+            raise InvalidParamsError(f"max_seqs must be an int in [1, {max_seqs}], got {config.max_seqs!r}")
         self.config = config
         try:
-            with _model_params(llama_cpp.llama_cpp, config.use_extra_bufts):
+            with _default_params(llama_cpp.llama_cpp, config.use_extra_bufts, config.max_seqs):
+                # n_threads_batch serves every decode of 2+ tokens (prompt chunks, multi-sequence
+                # steps); left out it would be llama-cpp-python's cpu_count() whatever n_threads says
+                threads = config.n_threads or _usable_cores()
                 self.llm = llama_cpp.Llama(model_path=str(path), n_ctx=config.n_ctx, n_batch=config.n_batch,
-                                           n_threads=config.n_threads or _usable_cores(), verbose=config.verbose)
+                                           n_threads=threads, n_threads_batch=threads, verbose=config.verbose)
         except ValueError as e:  # llama-cpp-python's "Failed to load model from file"
             raise ModelError(f"llama.cpp cannot load {path} (not a valid GGUF?): {e}") from e
         self._close = weakref.finalize(self, self.llm.close)  # free before interpreter teardown
@@ -152,11 +178,11 @@ class LlamaCppGenerator:
         out = []
         for p in prompts:
             if params.greedy:  # all n completions are identical: sample once, copy
-                c = self._one(p, params, 0)
+                (c,) = self._sample(p, params, [0])
                 out.append([dataclasses.replace(c, token_ids=list(c.token_ids), logprobs=list(c.logprobs or []))
                             for _ in range(params.n)])
             else:
-                out.append([self._one(p, params, params.seed_for(j)) for j in range(params.n)])
+                out.append(self._sample(p, params, [params.seed_for(j) for j in range(params.n)]))
         return out
 
     def _eval_prompt(self, toks: list[int]) -> Any:
@@ -200,54 +226,114 @@ class LlamaCppGenerator:
             lib.llama_sampler_chain_add(chain, lib.llama_sampler_init_dist(seed & 0xFFFFFFFF))
         return chain
 
-    def _one(self, prompt: str, params: SamplingParams, seed: int) -> Completion:
+    def _sample(self, prompt: str, params: SamplingParams, seeds: list[int]) -> list[Completion]:
+        """One completion per seed, decoded in groups of sequences that fit ``max_seqs`` and ``n_ctx``."""
+        toks = self.llm.tokenize(self.format_prompt(prompt).encode("utf-8"), add_bos=True, special=True)
+        room = self.config.n_ctx - len(toks)
+        budget = min(params.max_tokens, room)
+        if budget < 1:
+            raise InvalidParamsError(f"prompt has {len(toks)} tokens, no room left in n_ctx={self.config.n_ctx}")
+        group = min(self.config.max_seqs, room // budget) if self.config.batch_samples else 1
+        logits = self._eval_prompt(toks)
+        out: list[Completion] = []
+        for i in range(0, len(seeds), group):
+            out += self._decode(len(toks), logits, budget, params, seeds[i:i + group])
+        return out
+
+    def _decode(self, n_prompt: int, logits: Any, budget: int, params: SamplingParams,
+                seeds: list[int]) -> list[Completion]:
+        """Decode one sequence per seed after the prompt whose KV occupies positions [0, n_prompt) of
+        sequence 0 and whose last-token logits are ``logits``: one ``llama_decode`` per step for all
+        unfinished sequences. Leaves the KV cache holding exactly the prompt, as sequence 0."""
         import numpy as np
 
         llm, lib = self.llm, self._lib
-        toks = llm.tokenize(self.format_prompt(prompt).encode("utf-8"), add_bos=True, special=True)
-        budget = min(params.max_tokens, self.config.n_ctx - len(toks))
-        if budget < 1:
-            raise InvalidParamsError(f"prompt has {len(toks)} tokens, no room left in n_ctx={self.config.n_ctx}")
-        logits = self._eval_prompt(toks)
-        n_vocab = len(logits)
-        # what llama_sampler_sample does, but from a logits array (the last prompt's may be cached)
-        cand = np.empty(n_vocab, dtype=np.dtype([("id", np.intc), ("logit", np.single), ("p", np.single)],
-                                                align=True))
-        assert cand.itemsize == ctypes.sizeof(lib.llama_token_data)
-        cur = lib.llama_token_data_array()
-        all_ids = np.arange(n_vocab, dtype=np.intc)
-        ids: list[int] = []
-        lps: list[float] = []
-        reason, text = "length", ""
-        chain = self._sampler(params, seed)
+        mem = lib.llama_get_memory(llm.ctx)
+        lib.llama_memory_seq_rm(mem, -1, n_prompt, -1)  # the generated tokens of the last call
+        for s in range(1, len(seeds)):
+            lib.llama_memory_seq_cp(mem, 0, s, 0, n_prompt)  # shares the prompt's cells, copies nothing
+        seqs = [_Sequence(self, params, seed, budget) for seed in seeds]
+        step_logits = [logits] * len(seqs)
+        active = list(range(len(seqs)))
+        batch = lib.llama_batch_init(len(seqs), 0, 1)
         try:
-            while True:
-                cand["id"] = all_ids
-                cand["logit"] = logits
-                cand["p"] = 0.0
-                cur.data = cand.ctypes.data_as(lib.llama_token_data_p)  # samplers may repoint it
-                cur.size, cur.selected, cur.sorted = n_vocab, -1, False
-                lib.llama_sampler_apply(chain, ctypes.byref(cur))
-                if not 0 <= cur.selected < cur.size:
-                    raise ModelError(f"llama.cpp sampler selected no token ({cur.selected})")
-                tok = int(cur.data[cur.selected].id)
-                lib.llama_sampler_accept(chain, tok)
-                m = float(logits.max())
-                lps.append(float(logits[tok]) - m - float(np.log(np.exp(logits - m).sum())))
-                ids.append(tok)
-                if lib.llama_vocab_is_eog(self._vocab, tok):
-                    reason = "stop"
-                    break
-                text = llm.detokenize(ids).decode("utf-8", errors="ignore")
-                if params.stop:
-                    cut, hit = cut_at_stop(text, params.stop)
-                    if hit:
-                        text, reason = cut, "stop"
-                        break
-                if len(ids) >= budget:
-                    break
-                llm.eval([tok])  # generated tokens go one at a time, after the prompt: never reused
-                logits = np.ctypeslib.as_array(lib.llama_get_logits_ith(llm.ctx, -1), shape=(n_vocab,))
+            while active:
+                fed = [(s, tok) for s in active if (tok := seqs[s].step(step_logits[s])) is not None]
+                for i, (s, tok) in enumerate(fed):
+                    batch.token[i], batch.pos[i] = tok, n_prompt + len(seqs[s].ids) - 1
+                    batch.n_seq_id[i], batch.seq_id[i][0], batch.logits[i] = 1, s, True
+                batch.n_tokens = len(fed)
+                if fed and (rc := lib.llama_decode(llm.ctx, batch)) != 0:
+                    raise ModelError(f"llama_decode failed ({rc}) on a batch of {len(fed)} sequences")
+                for i, (s, _) in enumerate(fed):  # a view: read by step() before the next decode
+                    step_logits[s] = np.ctypeslib.as_array(lib.llama_get_logits_ith(llm.ctx, i),
+                                                           shape=(len(logits),))
+                active = [s for s, _ in fed]
         finally:
-            lib.llama_sampler_free(chain)
-        return Completion(text=text, token_ids=ids, logprobs=lps, finish_reason=reason)
+            lib.llama_batch_free(batch)
+            for s in seqs:
+                s.free()
+            for s in range(1, len(seeds)):
+                lib.llama_memory_seq_rm(mem, s, -1, -1)
+            lib.llama_memory_seq_rm(mem, 0, n_prompt, -1)
+            llm.n_tokens = n_prompt  # what llm.eval appends after (the prefix cache keeps the prompt)
+        return [s.completion() for s in seqs]
+
+
+class _Sequence:
+    """One completion being sampled: its llama.cpp sampler chain (seeded), the tokens and model
+    log-probs so far, and the stop rules (EOS, stop strings, token budget)."""
+
+    def __init__(self, gen: LlamaCppGenerator, params: SamplingParams, seed: int, budget: int) -> None:
+        import numpy as np
+
+        self.gen, self.lib, self.params, self.budget = gen, gen._lib, params, budget
+        self.chain = gen._sampler(params, seed)
+        self.ids: list[int] = []
+        self.lps: list[float] = []
+        self.text, self.reason = "", "length"
+        n_vocab = gen.llm.n_vocab()
+        # what llama_sampler_sample does, but from a logits array (the last prompt's may be cached)
+        self.cand = np.empty(n_vocab, dtype=np.dtype([("id", np.intc), ("logit", np.single), ("p", np.single)],
+                                                     align=True))
+        assert self.cand.itemsize == ctypes.sizeof(self.lib.llama_token_data)
+        self.all_ids = np.arange(n_vocab, dtype=np.intc)
+        self.cur = self.lib.llama_token_data_array()
+
+    def step(self, logits: Any) -> int | None:
+        """Sample the next token from ``logits``; return it if it must be fed to the model, None once
+        the completion is finished (the finishing token is kept in ``ids``, as EOS or a stop hit)."""
+        import numpy as np
+
+        lib, cand, cur = self.lib, self.cand, self.cur
+        cand["id"] = self.all_ids
+        cand["logit"] = logits
+        cand["p"] = 0.0
+        cur.data = cand.ctypes.data_as(lib.llama_token_data_p)  # samplers may repoint it
+        cur.size, cur.selected, cur.sorted = len(cand), -1, False
+        lib.llama_sampler_apply(self.chain, ctypes.byref(cur))
+        if not 0 <= cur.selected < cur.size:
+            raise ModelError(f"llama.cpp sampler selected no token ({cur.selected})")
+        tok = int(cur.data[cur.selected].id)
+        lib.llama_sampler_accept(self.chain, tok)
+        m = float(logits.max())
+        self.lps.append(float(logits[tok]) - m - float(np.log(np.exp(logits - m).sum())))
+        self.ids.append(tok)
+        if lib.llama_vocab_is_eog(self.gen._vocab, tok):
+            self.reason = "stop"
+            return None
+        self.text = self.gen.llm.detokenize(self.ids).decode("utf-8", errors="ignore")
+        if self.params.stop:
+            cut, hit = cut_at_stop(self.text, self.params.stop)
+            if hit:
+                self.text, self.reason = cut, "stop"
+                return None
+        return tok if len(self.ids) < self.budget else None
+
+    def free(self) -> None:
+        if self.chain is not None:
+            self.lib.llama_sampler_free(self.chain)
+            self.chain = None
+
+    def completion(self) -> Completion:
+        return Completion(text=self.text, token_ids=self.ids, logprobs=self.lps, finish_reason=self.reason)
