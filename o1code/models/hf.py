@@ -1,7 +1,7 @@
 """``hf`` backend: transformers ``generate`` (CPU or CUDA), batched with left padding.
 
 Loads a hub id, a local directory, or a GGUF file (transformers dequantizes GGUF to float weights:
-~3.8 GB RSS for the 0.5B default model).
+~3.8 GB RSS for the 0.5B default model) through the one HF loader, `o1code.models.hub`.
 """
 
 from __future__ import annotations
@@ -9,11 +9,11 @@ from __future__ import annotations
 import dataclasses
 import logging
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Sequence
 
 from .base import Completion, SamplingParams, apply_chat_template, cut_at_stop
-from .errors import ModelError, ModelFileError
+from .errors import ModelError
+from .loader import hf_location
 
 log = logging.getLogger(__name__)
 
@@ -35,13 +35,8 @@ class HFConfig:
     trust_remote_code: bool = False
 
     def __post_init__(self) -> None:
-        p = Path(self.model).expanduser()
-        if self.model.endswith(".gguf"):
-            if not p.is_file():
-                raise ModelFileError(f"GGUF file not found: {p}")
-            self.model, self.gguf_file = str(p.parent), p.name
-        elif self.model.startswith((".", "/", "~")) and not p.exists():
-            raise ModelFileError(f"model directory not found: {p}")
+        self.model, gguf_file = hf_location(self.model)
+        self.gguf_file = gguf_file or self.gguf_file
 
 
 def _eos_ids(model: Any, tokenizer: Any) -> set[int]:
@@ -62,29 +57,24 @@ class HFGenerator:
 
     def __init__(self, config: HFConfig, model: Any = None, tokenizer: Any = None) -> None:
         import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        from .hub import ensure_pad_token, load_model, load_tokenizer, resolve_dtype
 
         self.config = config
         self.device = config.device or ("cuda" if torch.cuda.is_available() else "cpu")
-        dtype = getattr(torch, config.dtype) if config.dtype else (
-            torch.bfloat16 if self.device.startswith("cuda") else torch.float32)
-        kw: dict[str, Any] = {"trust_remote_code": config.trust_remote_code}
-        if config.gguf_file:
-            kw["gguf_file"] = config.gguf_file
-        try:
-            if tokenizer is None:
-                tokenizer = AutoTokenizer.from_pretrained(config.model, **kw)
-            if model is None:
-                log.info("loading %s%s with transformers on %s", config.model,
-                         f"/{config.gguf_file}" if config.gguf_file else "", self.device)
-                model = AutoModelForCausalLM.from_pretrained(config.model, dtype=dtype, **kw)
-        except OSError as e:
-            raise ModelFileError(f"cannot load hf model {config.model!r}: {e}") from e
+        # The directory (or hub id) and GGUF file were resolved by HFConfig: no second spec parse.
+        where = {"gguf_file": config.gguf_file or "", "trust_remote_code": config.trust_remote_code,
+                 "what": "hf model"}
+        if tokenizer is None:
+            tokenizer = load_tokenizer(config.model, **where)
+        if model is None:
+            log.info("loading %s%s with transformers on %s", config.model,
+                     f"/{config.gguf_file}" if config.gguf_file else "", self.device)
+            model = load_model(config.model, dtype=resolve_dtype(config.dtype, self.device), **where)
         self.model = model.to(self.device).eval()
         self.tokenizer = tokenizer
         tokenizer.padding_side = "left"
-        if tokenizer.pad_token_id is None:
-            tokenizer.pad_token = tokenizer.eos_token
+        ensure_pad_token(tokenizer)
         self.eos_ids = _eos_ids(self.model, tokenizer)
 
     def format_prompt(self, prompt: str) -> str:

@@ -1,4 +1,8 @@
-"""Trainable policy: a transformers causal LM (optionally LoRA via peft) plus a scalar value head."""
+"""Trainable policy: a transformers causal LM (optionally LoRA via peft) plus a scalar value head.
+
+The LM comes from the one HF loader (`o1code.models.hub`), so a policy starts from any model spec
+transformers can load, the embedded GGUF ``default`` included (dequantized to float weights).
+"""
 
 from __future__ import annotations
 
@@ -13,7 +17,9 @@ import torch
 from torch import nn
 
 from .base import apply_chat_template
-from .errors import MissingExtraError, ModelFileError
+from .errors import ModelFileError
+from .hub import ensure_pad_token, import_peft, load_model, load_tokenizer, lora_config, resolve_dtype
+from .loader import transformers_source
 
 log = logging.getLogger(__name__)
 
@@ -22,8 +28,10 @@ Continuation = Union[str, Sequence[int]]
 
 @dataclass
 class PolicyConfig:
-    """``model``: hub id or local directory of the base causal LM. ``lora``: wrap it with peft LoRA
-    (``lora_r``, ``lora_alpha``, ``lora_dropout``, ``lora_target_modules``; None = all linear layers).
+    """``model``: the base causal LM: a hub id, a local directory, or a spec of `load_causal_lm`
+    (``default``, ``hf:ID_OR_PATH``, ``gguf:PATH`` ...). ``lora``: wrap it with peft LoRA
+    (``lora_r``, ``lora_alpha``, ``lora_dropout``, ``lora_target_modules``; None = all linear layers
+    but the output head, `o1code.models.hub.LORA_ALL_LINEAR`).
     ``chat_template``: format prompts exactly as :class:`HFGenerator` does (so log-probs match what was
     sampled). ``device``/``dtype``: None = cuda if available / float32."""
 
@@ -38,14 +46,6 @@ class PolicyConfig:
     dtype: str | None = None
 
 
-def _import_peft() -> Any:
-    try:
-        import peft
-    except ImportError as e:
-        raise MissingExtraError(f"LoRA needs peft: pip install peft [{e}]") from e
-    return peft
-
-
 class Policy(nn.Module):
     """``model`` (causal LM, possibly a peft wrapper), ``tokenizer`` and ``value_head`` (Linear(hidden, 1)).
 
@@ -55,24 +55,16 @@ class Policy(nn.Module):
     def __init__(self, config: PolicyConfig, model: Any = None, tokenizer: Any = None,
                  value_head: nn.Linear | None = None) -> None:
         super().__init__()
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-
         self.config = config
         self.device_ = torch.device(config.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        dtype = getattr(torch, config.dtype) if config.dtype else torch.float32
-        try:
-            tokenizer = tokenizer or AutoTokenizer.from_pretrained(config.model)
-            if model is None:
-                model = AutoModelForCausalLM.from_pretrained(config.model, dtype=dtype)
-                if config.lora:
-                    peft = _import_peft()
-                    model = peft.get_peft_model(model, peft.LoraConfig(
-                        r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
-                        target_modules=config.lora_target_modules or "all-linear", task_type="CAUSAL_LM"))
-        except OSError as e:
-            raise ModelFileError(f"cannot load policy model {config.model!r}: {e}") from e
-        if tokenizer.pad_token_id is None:
-            tokenizer.pad_token = tokenizer.eos_token
+        dtype = resolve_dtype(config.dtype)
+        tokenizer = tokenizer or load_tokenizer(config.model, what="policy model")
+        if model is None:
+            model = load_model(config.model, dtype=dtype, what="policy model")
+            if config.lora:
+                model = import_peft().get_peft_model(model, lora_config(
+                    config.lora_r, config.lora_alpha, config.lora_dropout, config.lora_target_modules))
+        ensure_pad_token(tokenizer)
         self.tokenizer = tokenizer
         self.model = model
         hidden = model.get_input_embeddings().embedding_dim
@@ -156,20 +148,18 @@ class Policy(nn.Module):
     @classmethod
     def load(cls, directory: str | Path, **overrides: Any) -> "Policy":
         """Load a Policy written by :meth:`save` (``overrides`` replace PolicyConfig fields, e.g. device)."""
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-
         d = Path(directory)
         if not (d / "policy.json").is_file():
             raise ModelFileError(f"no saved Policy in {d} (policy.json missing)")
         cfg = PolicyConfig(**{**json.loads((d / "policy.json").read_text()), **overrides})
-        dtype = getattr(torch, cfg.dtype) if cfg.dtype else torch.float32
-        tok = AutoTokenizer.from_pretrained(d / "model")
+        dtype = resolve_dtype(cfg.dtype)
+        saved = str(d / "model")  # a directory written by save(): loaded as it is, not parsed as a spec
+        tok = load_tokenizer(saved, gguf_file="", what="saved policy")
         if cfg.lora:
-            peft = _import_peft()
-            base = AutoModelForCausalLM.from_pretrained(cfg.model, dtype=dtype)
-            model = peft.PeftModel.from_pretrained(base, d / "model", is_trainable=True)
+            base = load_model(cfg.model, dtype=dtype, what="policy base model")
+            model = import_peft().PeftModel.from_pretrained(base, saved, is_trainable=True)
         else:
-            model = AutoModelForCausalLM.from_pretrained(d / "model", dtype=dtype)
+            model = load_model(saved, gguf_file="", dtype=dtype, what="saved policy")
         head = nn.Linear(model.get_input_embeddings().embedding_dim, 1)
         head.load_state_dict(torch.load(d / "value_head.pt", map_location="cpu"))
         return cls(cfg, model=model, tokenizer=tok, value_head=head)
@@ -194,6 +184,7 @@ class Policy(nn.Module):
         model = copy.deepcopy(self.model)
         if hasattr(model, "merge_and_unload"):
             model = model.merge_and_unload()
-        opts = {"chat_template": self.config.chat_template, "device": str(self.device_), **hf_options}
-        return HFGenerator(HFConfig(model=self.config.model, **opts), model=model,
-                           tokenizer=copy.deepcopy(self.tokenizer))
+        src, gguf_file = transformers_source(self.config.model)  # where the weights came from (a spec)
+        opts = {"chat_template": self.config.chat_template, "device": str(self.device_), "gguf_file": gguf_file,
+                **hf_options}
+        return HFGenerator(HFConfig(model=src, **opts), model=model, tokenizer=copy.deepcopy(self.tokenizer))
