@@ -10,8 +10,7 @@ import pytest
 from o1code.data import load_mbpp
 from o1code.models import SamplingParams, load_generator
 from o1code.models.tiny import build_tiny_model
-from o1code.pipeline.errors import PipelineError
-from o1code.pipeline.tcg import TCGTrainConfig, train_tcg
+from o1code.training import TCGTrainConfig, TrainingError, train_tcg
 
 pytestmark = pytest.mark.slow
 
@@ -59,7 +58,18 @@ def test_sft_dpo_pipeline_on_tiny_model(tiny, tmp_path):
 
 def test_training_needs_usable_records(tiny, tmp_path):
     bad = [p for p in load_mbpp("train") if p.task_id == "mbpp/601"]
-    with pytest.raises(PipelineError):
+    with pytest.raises(TrainingError):
         train_tcg(TCGTrainConfig(model=str(tiny), out_dir=str(tmp_path)), problems=bad)
-    with pytest.raises(PipelineError):
+    with pytest.raises(TrainingError):
         TCGTrainConfig(learning_rate=0).validate()
+    with pytest.raises(TrainingError, match="cannot load model"):
+        train_tcg(TCGTrainConfig(model=str(tmp_path / "no-such-model"), out_dir=str(tmp_path / "o")),
+                  problems=[p for p in load_mbpp("train") if p.task_id == "mbpp/602"])
+
+
+def test_pipeline_still_exports_the_training_stage():
+    import o1code.pipeline.tcg as pt
+    from o1code import training
+
+    assert pt.train_tcg is training.train_tcg and pt.TCGTrainConfig is training.TCGTrainConfig
+    assert pt.build_tcg_examples is training.build_tcg_examples

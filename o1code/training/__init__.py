@@ -1,0 +1,13 @@
+"""What learns from files: the TCG's SFT and DPO today; policy SFT and the PRM (point-wise, pair-wise)
+next. Each stage reads records, trains with TRL/peft (`o1code.training.common`) and writes a model
+directory; ordering stages into a run is `o1code.pipeline`'s job.
+
+Layering: training imports models, data and rewards, never pipeline or cli. Heavy libraries (torch,
+transformers, TRL, peft, datasets) load when a stage runs.
+"""
+
+from o1code.training.errors import TrainingError
+from o1code.training.tcg import TCGTrainConfig, TCGTrainResult, train_tcg
+from o1code.training.tcg_data import build_tcg_examples
+
+__all__ = ["TCGTrainConfig", "TCGTrainResult", "TrainingError", "build_tcg_examples", "train_tcg"]
