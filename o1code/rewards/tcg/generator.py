@@ -6,9 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import re
-import tempfile
 import threading
 from pathlib import Path
 from typing import Any, Callable, Sequence, Union
@@ -20,6 +18,7 @@ from o1code.rewards.tcg.parse import parse_cases, value_literal
 from o1code.rewards.tcg.prompt import build_prompt, shown_example_call
 from o1code.rewards.tcg.result import TCGCounts, TCGResult
 from o1code.rewards.tcg.values import evaluate_calls
+from o1code.runs import write_atomic
 from o1code.sandboxes import Sandbox, Test, TestCase
 
 log = logging.getLogger(__name__)
@@ -138,11 +137,8 @@ class TestCaseGenerator:
             return
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            # tmp file + rename: a reader never sees a half-written entry, even across processes.
-            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".json")
-            with os.fdopen(fd, "w") as f:
-                json.dump(result.to_dict(), f)
-            os.replace(tmp, path)
+            # atomic: a reader never sees a half-written entry, even across processes.
+            write_atomic(path, json.dumps(result.to_dict()))
         except OSError as exc:
             log.warning("tcg: could not write cache entry %s (%s)", path, exc)
 
