@@ -218,6 +218,17 @@ def test_dataclass_flag_helper():
 
     @dataclass
     class Toy:
+        """A toy.
+
+        Attributes:
+            rate: Ignored: the field's metadata wins.
+            ids, name: Documented together,
+                over two lines.
+            flag: A switch.
+
+        More text.
+        """
+
         rate: float = field(default=0.5, metadata={"help": "a 50% rate"})
         ids: list[int] | None = None
         name: str = field(default="x", metadata={"choices": ("x", "y"), "flags": ("-n", "--the-name")})
@@ -226,7 +237,9 @@ def test_dataclass_flag_helper():
     parser = argparse.ArgumentParser()
     parser.add_argument("--config")
     add_config_flags(parser, Toy)
-    assert "a 50% rate (default: 0.5)" in " ".join(parser.format_help().split())
+    text = " ".join(parser.format_help().split())
+    assert "a 50% rate (default: 0.5)" in text and "Ignored" not in text
+    assert "--ids IDS Documented together, over two lines." in text and "A switch. (default: True)" in text
     assert config_from_args(Toy, parser.parse_args([])) == Toy()
     args = parser.parse_args(["--ids", "1,2", "-n", "y", "--no-flag", "--rate", "2"])
     assert config_from_args(Toy, args) == Toy(rate=2.0, ids=[1, 2], name="y", flag=False)

@@ -3,7 +3,8 @@
 A command's settings are one dataclass (e.g. `EvalConfig`). `add_config_flags` gives it one flag per
 field: ``--run-dir`` for ``run_dir``, typed from the annotation (``int``, ``float``, ``str``, ``bool``
 as ``--x/--no-x``, ``list[T]`` as comma-separated values, each optionally ``| None``); its help is
-the field's ``metadata["help"]`` followed by the dataclass default. ``metadata`` may also give
+the field's ``metadata["help"]`` (else its entry in an ``Attributes:`` section of the class docstring,
+Google style) followed by the dataclass default. ``metadata`` may also give
 argparse ``choices``, a ``metavar``, and ``flags`` (the option strings, when not ``--field-name``).
 Every flag's argparse default is None ("not given"), so `config_from_args` can lay the flags given over
 a ``--config`` TOML file over the dataclass defaults::
@@ -23,7 +24,9 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import inspect
 import os
+import re
 import types
 import typing
 from typing import Any, Iterable, Mapping, Sequence, TypeVar
@@ -45,6 +48,31 @@ def _shown(value: Any) -> str:
     if isinstance(value, (list, tuple)):
         return ",".join(map(str, value))
     return str(value)
+
+
+def docstring_attributes(cls: type) -> dict[str, str]:
+    """The entries of the ``Attributes:`` section of `cls`'s docstring (Google style: ``name: text``,
+    or ``a, b: text`` for several fields, continued on more-indented lines), one text per name."""
+    lines = inspect.cleandoc(cls.__doc__ or "").splitlines()
+    starts = [i for i, line in enumerate(lines) if line.strip() == "Attributes:"]
+    if not starts:
+        return {}
+    section_indent = len(lines[starts[0]]) - len(lines[starts[0]].lstrip())
+    entries: list[tuple[list[str], list[str]]] = []
+    entry_indent = None
+    for line in lines[starts[0] + 1:]:
+        if not line.strip():
+            continue
+        indent = len(line) - len(line.lstrip())
+        if indent <= section_indent:
+            break  # the next section
+        match = re.fullmatch(r"([A-Za-z_]\w*(?:\s*,\s*[A-Za-z_]\w*)*)\s*:\s*(.*)", line.strip())
+        if match and (entry_indent is None or indent <= entry_indent):
+            entry_indent = indent
+            entries.append(([n.strip() for n in match.group(1).split(",")], [match.group(2)]))
+        elif entries:
+            entries[-1][1].append(line.strip())
+    return {name: " ".join(text).strip() for names, text in entries for name in names}
 
 
 def _converter(cls: type, name: str, annotation: Any) -> tuple[str, Any]:
@@ -78,6 +106,7 @@ def add_config_flags(parser: argparse.ArgumentParser, cls: type, *, exclude: Ite
     of field names in `exclusive` becomes a mutually exclusive group. Every flag defaults to None
     (not given): read the given ones with `given_flags` or build the config with `config_from_args`."""
     hints = typing.get_type_hints(cls)
+    documented = docstring_attributes(cls)
     skip = set(exclude)
     groups: dict[str, Any] = {}
     for names in exclusive:
@@ -89,7 +118,7 @@ def add_config_flags(parser: argparse.ArgumentParser, cls: type, *, exclude: Ite
         meta: Mapping[str, Any] = f.metadata
         kind, item = _converter(cls, f.name, hints[f.name])
         default = _default(f)
-        text = meta.get("help", "")
+        text = meta.get("help", documented.get(f.name, ""))
         if default is not None:
             text = f"{text} (default: {_shown(default)})" if text else f"default: {_shown(default)}"
         kwargs: dict[str, Any] = {"dest": f.name, "default": None, "help": text.replace("%", "%%")}
@@ -144,4 +173,4 @@ def config_from_args(cls: type[T], args: argparse.Namespace) -> T:
     return cls(**data)
 
 
-__all__ = ["add_config_flags", "check_keys", "config_from_args", "given_flags", "read_toml"]
+__all__ = ["add_config_flags", "check_keys", "config_from_args", "docstring_attributes", "given_flags", "read_toml"]
