@@ -7,10 +7,12 @@ import pytest
 
 from o1code.agents import LLMAgent, MCTSAgent, MCTSConfig, hard_label, trajectory_records
 from o1code.data import get_problem
+from o1code.data.trajectories import TrajectoryRecord, pairwise_examples, read_trajectories
 from o1code.envs import CodeEnv
 from o1code.models import Completion
 from o1code.pipeline import EvalConfig, PipelineError, run_eval, summarise
 from o1code.pipeline.evaluate import markdown_table
+from o1code.rewards import ProcessRewardBase
 from o1code.sandboxes import LocalSandbox
 
 TASK = "mbpp/11"
@@ -90,6 +92,7 @@ def test_keep_best_terminal_and_hard_labels(sandbox):
     assert result.aspr == pytest.approx(1 / 3)
     assert result.code_samples == 3 and result.oracle_pass  # the dropped samples still count
     assert result.answer is plan.children[0] and result.answer.info["eval"]["all_passed"]
+    assert result.answer.eval.all_passed and result.answer.eval.total == 3  # the typed reading of it
 
 
 def test_no_correct_path_gives_no_aspr_and_hard_zero(sandbox):
@@ -139,12 +142,75 @@ def test_trajectory_records(sandbox, tmp_path):
     script = [[" Plan A (Action 1)", " Plan B (Action 1)"], [GOOD, BAD]]
     result, _, _ = search(sandbox, script, rollouts=6, children=2, keep_best_terminal=False)
     records = trajectory_records(result, TASK, "pseudocode", model="scripted", seed=0)
-    assert len(records) == len(result.terminals) and sum(r["answer"] for r in records) == 1
-    for r in records:
-        assert set(r) >= {"task_id", "mode", "steps", "code", "verdict", "reward", "eval_passed", "model", "seed"}
+    assert all(isinstance(r, TrajectoryRecord) for r in records)
+    assert len(records) == len(result.terminals) and sum(r.answer for r in records) == 1
+    for rec in records:
+        r = rec.to_dict()
+        assert set(r) >= {"task_id", "mode", "steps", "code", "verdict", "reward", "eval_passed", "model", "seed",
+                          "answer", "eval_verdict", "split", "reward_tests"}
         assert len(r["steps"]) == 2 and all({"text", "value", "visits", "prm", "hard"} <= set(s) for s in r["steps"])
         assert r["steps"][-1]["hard"] == int(r["verdict"] == "passed")
-        json.dumps(r)
+        assert r["split"] == "test" and r["reward_tests"] == "dataset"
+        assert r["eval_verdict"] == ("passed" if r["eval_passed"] else "failed")
+        assert TrajectoryRecord.from_dict(json.loads(json.dumps(r))) == rec
+        # node ids chain: the first step hangs off the root (0), each next one off the step before
+        ids = [s.node_id for s in rec.steps]
+        assert [s.parent_id for s in rec.steps] == [0, ids[0]] and [s.depth for s in rec.steps] == [1, 2]
+    ids = {n.id for n in result.root.walk()}
+    assert len(ids) == sum(1 for _ in result.root.walk()) and 0 in ids  # unique within the search
+
+
+def test_records_keep_the_samples_keep_best_terminal_drops(sandbox):
+    script = [[" Plan (Action 1)"], [BAD, GOOD, HALF]]
+    result, _, _ = search(sandbox, script, rollouts=3, children=3)
+    (plan,) = result.root.children
+    assert len(plan.children) == 1 and len(plan.samples) == 3  # the tree keeps one, the node remembers three
+    assert [c.kept for c in plan.samples].count(False) == 2
+    (record,) = trajectory_records(result, TASK, "pseudocode")
+    last = record.steps[-1]
+    assert last.terminal and last.text == plan.children[0].step and last.hard == 1
+    siblings = {s.text: s for s in last.siblings}
+    assert set(siblings) == {plan.samples[i].step for i in range(3)} - {last.text}
+    for s in siblings.values():  # dropped code samples: value = their reward, verdicts kept
+        assert not s.kept and s.terminal and s.visits == 0 and s.hard == 0 and s.eval_passed is False
+        assert s.value == s.reward and s.verdict == "failed" and s.eval_verdict == "failed"
+    assert sorted(s.value for s in siblings.values()) == pytest.approx([0.0, 1 / 3])
+    pairs = pairwise_examples([record])
+    assert {(p.chosen, p.rejected) for p in pairs} >= {(last.text, t) for t in siblings}
+
+
+class ConstantPRM(ProcessRewardBase):
+    def __init__(self):
+        self.batches = []
+
+    def score_last(self, batch):
+        self.batches.append([tuple(steps) for _, steps in batch])
+        return [0.5 if "Plan A" in steps[-1] else 0.1 for _, steps in batch]
+
+
+def test_value_fn_takes_a_process_reward_or_the_old_hook(sandbox):
+    script = [[" Plan A (Action 1)", " Plan B (Action 1)"], [GOOD, BAD]]
+    prm = ConstantPRM()
+    env = env_for(sandbox)
+    env.reset(options={"task_id": TASK})
+    result = MCTSAgent(ScriptedGenerator(script), MCTSConfig(rollouts=4, children=2, value_weight=1.0),
+                       value_fn=prm).search(env)
+    assert len(prm.batches[0]) == 2  # the two children of the root scored in one call
+    assert {c.step: c.prior for c in result.root.children} == {" Plan A (Action 1)": 0.5, " Plan B (Action 1)": 0.1}
+    assert all(n.prior is None for n in result.terminals)  # terminals carry the reward instead
+    seen = []
+
+    def old_hook(problem, steps):
+        seen.append((problem.task_id, steps))
+        return 0.5
+
+    env.reset(options={"task_id": TASK})
+    legacy = MCTSAgent(ScriptedGenerator(script), MCTSConfig(rollouts=4, children=2, value_weight=1.0),
+                       value_fn=old_hook).search(env)
+    assert all(c.prior == 0.5 for c in legacy.root.children) and seen[0][0] == TASK
+    assert isinstance(seen[0][1], tuple) and len(seen[0][1]) == 1
+    records = trajectory_records(legacy, TASK, "pseudocode")
+    assert all(r.steps[0].prm == 0.5 for r in records)
 
 
 def test_mcts_agent_plays_its_answer_through_act(sandbox):
@@ -220,6 +286,8 @@ def test_eval_mcts_writes_trajectories(tmp_path):
     assert summary["pass_at_1"] == 1.0 and summary["aspr"] == pytest.approx(0.5)
     lines = (tmp_path / "trajectories.jsonl").read_text().splitlines()
     assert lines and all(json.loads(line)["task_id"] == "mbpp/11" for line in lines)
+    records = read_trajectories(tmp_path / "trajectories.jsonl")
+    assert len(records) == len(lines) and all(s.node_id is not None for r in records for s in r.steps)
 
 
 def test_eval_config_errors():

@@ -1,6 +1,8 @@
 """o1code.envs: the O1Code-* environments, their step semantics, Gymnasium compliance, SB3 bridge."""
 
+import dataclasses
 import random
+import typing
 
 import gymnasium as gym
 import pytest
@@ -9,7 +11,7 @@ from gymnasium.utils.env_checker import check_env
 import o1code  # noqa: F401  (registers the ids)
 from o1code.data import get_problem, load_mbpp
 from o1code.data.formats import STEP_END
-from o1code.envs import ENV_IDS, CandidateSelection, CodeEnv, EnvError
+from o1code.envs import ENV_IDS, CandidateSelection, CodeEnv, EnvError, EvalDict, EvalInfo, Observation, StepInfo
 from o1code.sandboxes import LocalSandbox, TestCase
 
 TASKS = ["mbpp/11", "mbpp/12", "mbpp/14"]
@@ -177,10 +179,21 @@ def test_reward_forms_and_custom_test_source(sandbox):
     assert r == pytest.approx(0.2 + 0.8 * 0.5)
     assert info["total"] == 2 and info["tests"][0] == "assert remove_Occ(\"hello\",\"l\") == 'heo'"
     assert info["eval"] == {"verdict": "passed", "passed": 3, "total": 3, "all_passed": True}
+    ev = EvalInfo.from_info(info)
+    assert ev == EvalInfo("passed", 3, 3, True) and ev.to_dict() == info["eval"]
 
     binary = make("O1Code-MBPP-Direct-v0", sandbox=sandbox, tests=Two(), reward="binary", tau_fail=-1.0)
     binary.reset(options={"task_id": "mbpp/11"})
     assert binary.step(get_problem("mbpp/11").reference)[1] == -1.0
+
+
+def test_typed_results():
+    hints = typing.get_type_hints(CodeEnv.step)
+    assert hints["return"] == tuple[Observation, float, bool, bool, StepInfo]
+    assert typing.get_type_hints(CodeEnv.reset)["return"] == tuple[Observation, StepInfo]
+    assert set(typing.get_type_hints(Observation)) == {"prompt", "problem", "steps", "step"}
+    assert set(typing.get_type_hints(EvalDict)) == {f.name for f in dataclasses.fields(EvalInfo)}
+    assert EvalInfo.from_info({"task_id": "mbpp/11", "step": 1}) is None  # no code, no judging run
 
 
 def test_process_reward_hook(sandbox):

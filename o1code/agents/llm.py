@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Mapping, Protocol, runtime_checkable
 
 from o1code.data.formats import STEP_END
 from o1code.models import Generator, SamplingParams
@@ -14,8 +14,9 @@ from o1code.models import Generator, SamplingParams
 class Agent(Protocol):
     """Anything that acts in an O1Code environment: one reasoning step per call."""
 
-    def act(self, observation: dict[str, Any], info: dict[str, Any]) -> str:
-        """Return the next step's text for `observation` (the env's observation dict)."""
+    def act(self, observation: Mapping[str, Any], info: Mapping[str, Any]) -> str:
+        """Return the next step's text for `observation` (the env's observation dict,
+        `o1code.envs.Observation`) and the last `info` (`o1code.envs.StepInfo`)."""
         ...
 
 
@@ -66,7 +67,8 @@ class LLMAgent:
             seed=c.seed + self._calls if seed is None else seed,
         )
 
-    def act(self, observation: dict[str, Any], info: dict[str, Any] | None = None) -> str:
+    def act(self, observation: Mapping[str, Any], info: Mapping[str, Any] | None = None) -> str:
+        """The text of one step: the generator's completion of ``observation["prompt"]`` up to ``<Step_End>``."""
         task_id = (info or {}).get("task_id")
         seed = problem_seed(self.config.seed, task_id) + int(observation["step"]) if task_id else None
         (completion,) = self.generator.generate([observation["prompt"]], self.params(seed=seed))[0]

@@ -6,7 +6,7 @@ step limit reached) carry the env's reward. One rollout is:
 
 1. selection: from the root, go to an unvisited child (uniformly at random) while one exists,
    else to the child with the best UCT score ``Q/N + c * sqrt(ln N(parent) / N)`` (plus
-   `value_weight * value_fn` when a value hook, e.g. a PRM, is given);
+   `value_weight * value` when a process reward (a PRM, `value_fn`) scores new nodes);
 2. expansion and simulation: expand the leaf, move to a random child, repeat until terminal;
 3. backup: the terminal reward is added to Q and 1 to N of every node on the path, terminals
    included, so every node's value is the mean reward ``Q/N`` (not the authors' 1/N quirk).
@@ -16,25 +16,30 @@ any terminal step, only the best terminal becomes a child. A step's generation i
 a node keeps its state and the env replays nothing but the step's own (cached) grading.
 
 The answer is the terminal with the best mean value, ties broken by visits. Every root-to-leaf
-path is exported as a trajectory record with per-step value, visits and hard label (1 when the
-step's subtree holds a terminal that passes every reward test).
+path is exported as a `TrajectoryRecord` (`trajectory_records`) with per-step node id, value,
+visits and hard label (1 when the step's subtree holds a terminal that passes every reward test),
+and the step's siblings: every other distinct sample of the same expansion, the code samples that
+`keep_best_terminal` dropped from the tree included (they stay in `Node.samples`, not in the tree).
 """
 
 from __future__ import annotations
 
+import functools
 import math
 import random
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Mapping
 
 from o1code.data.formats import STEP_END
-from o1code.envs import CodeEnv, EnvState
+from o1code.data.trajectories import SampleRecord, StepRecord, TrajectoryRecord
+from o1code.envs import CodeEnv, EnvState, EvalInfo
 from o1code.models import Generator, SamplingParams
+from o1code.rewards.process import PrefixValueFn, ProcessReward, as_process_reward, default_question, prefix_values
 
 from o1code.agents.llm import problem_seed
 
-#: Optional value hook: ``(problem, steps) -> value in [0, 1]`` of the state after `steps`.
+#: The old value hook (still accepted): ``(problem, steps) -> value in [0, 1]`` of the state after `steps`.
 ValueFn = Callable[[Any, tuple[str, ...]], float]
 
 
@@ -51,7 +56,7 @@ class MCTSConfig:
     top_k: int = 40
     max_step_tokens: int = 384
     keep_best_terminal: bool = True  #: an expansion with terminals keeps only the best one
-    value_weight: float = 0.0  #: weight of `value_fn` in selection (0: pure UCT)
+    value_weight: float = 0.0  #: weight of the process reward's value in selection (0: pure UCT)
     seed: int = 0
 
 
@@ -71,7 +76,10 @@ class Node:
     sampled: int = 0  #: steps sampled at this node's expansion
     sampled_terminal: int = 0
     sampled_passing: int = 0  #: sampled terminal steps that passed every reward test
-    prior: float | None = None  #: value_fn's score, when a hook is set
+    prior: float | None = None  #: the process reward's value of the node, when one is set
+    id: int = 0  #: unique within one search, in order of creation; the root is 0
+    kept: bool = True  #: False for a sample `keep_best_terminal` dropped (not in its parent's children)
+    samples: list[Node] = field(default_factory=list)  #: distinct samples of this node's expansion, kept or not
 
     @property
     def value(self) -> float:
@@ -84,7 +92,13 @@ class Node:
 
     @property
     def passed(self) -> bool:
+        """A terminal step whose code passed every reward test."""
         return self.terminal and self.info.get("verdict") == "passed"
+
+    @property
+    def eval(self) -> EvalInfo | None:
+        """The terminal code's run on the judging tests (``info["eval"]``); None without code."""
+        return EvalInfo.from_info(self.info)
 
     def walk(self) -> Iterator[Node]:
         yield self
@@ -111,6 +125,9 @@ class SearchResult:
     tokens: int
     code_samples: int = 0  #: code samples drawn (terminal steps with code), kept as children or not
     oracle_pass: bool = False  #: any code sample passed the judging tests (``info["eval"]``): oracle pass@k
+    task_id: str = ""
+    split: str = ""  #: the problem's split
+    reward_tests: str = ""  #: the env's reward tests ("visible", "tcg", "dataset": oracle)
 
     @property
     def terminals(self) -> list[Node]:
@@ -137,12 +154,16 @@ class MCTSAgent:
         self,
         generator: Generator,
         config: MCTSConfig | None = None,
-        value_fn: ValueFn | None = None,
+        value_fn: ProcessReward | ValueFn | None = None,
         env: CodeEnv | None = None,
     ) -> None:
+        """`value_fn`: a `ProcessReward` (a PRM) or the old ``(problem, steps) -> float`` hook; it
+        scores every new non-terminal node (`Node.prior`, one batched call per expansion), added to
+        UCT with weight ``config.value_weight``."""
         self.generator = generator
         self.config = config or MCTSConfig()
         self.value_fn = value_fn
+        self.process_reward: ProcessReward | None = as_process_reward(value_fn, PrefixValueFn)
         self.env = env
         self.rng = random.Random(self.config.seed)
         self._calls = 0
@@ -168,6 +189,11 @@ class MCTSAgent:
         self._problem_seed = problem_seed(cfg.seed, env.problem.task_id)
         self.rng = random.Random(self._problem_seed)
         self._calls = 0
+        self._next_id = 1
+        # A question-text PRM reads the question in the searched env's prompt format.
+        self.process_reward = as_process_reward(
+            self.value_fn, PrefixValueFn, functools.partial(default_question, mode=env.mode, show_tests=env.show_tests)
+        )
         root_state = env.get_state()
         root = Node(state=root_state)
         done = 0
@@ -199,7 +225,7 @@ class MCTSAgent:
         answer = max(terminals, key=lambda n: (n.value, n.visits, n.reward), default=None)
         self.last = SearchResult(
             root, answer, done, time.perf_counter() - start, self._gen_seconds, self._tokens,
-            self._code_samples, self._oracle_pass,
+            self._code_samples, self._oracle_pass, env.problem.task_id, env.problem.split, env.tests_name,
         )
         return self.last
 
@@ -212,7 +238,7 @@ class MCTSAgent:
 
     def _uct(self, parent: Node, child: Node) -> float:
         score = child.value + self.config.exploration * math.sqrt(math.log(parent.visits) / child.visits)
-        if self.value_fn is not None and child.prior is not None:
+        if self.process_reward is not None and child.prior is not None:
             score += self.config.value_weight * child.prior
         return score
 
@@ -254,24 +280,30 @@ class MCTSAgent:
                 node.sampled_terminal += 1
                 node.sampled_passing += info["verdict"] == "passed"
                 self._code_samples += 1
-                self._oracle_pass |= bool(info.get("eval", {}).get("all_passed", False))
+                ev = EvalInfo.from_info(info)
+                self._oracle_pass |= bool(ev and ev.all_passed)
             if child.step in seen:  # identical samples are one child
                 continue
+            child.id, self._next_id = self._next_id, self._next_id + 1
             seen[child.step] = child
-        children = list(seen.values())
+        node.samples = list(seen.values())
+        children = list(node.samples)
         terminals = [c for c in children if c.terminal]
         if self.config.keep_best_terminal and terminals:
             children = [max(terminals, key=lambda c: c.reward)]
-        if self.value_fn is not None:
-            for c in children:
-                if not c.terminal:
-                    c.prior = float(self.value_fn(env.problem, c.state.steps))
+            for c in node.samples:
+                c.kept = c is children[0]
+        if self.process_reward is not None:
+            scored = [c for c in children if not c.terminal]
+            values = prefix_values(self.process_reward, [(env.problem, c.state.steps) for c in scored])
+            for c, v in zip(scored, values):
+                c.prior = v
         node.children = children
         env.set_state(node.state)
 
     # -- the Agent protocol ------------------------------------------------------------------
 
-    def act(self, observation: dict[str, Any], info: dict[str, Any] | None = None) -> str:
+    def act(self, observation: Mapping[str, Any], info: Mapping[str, Any] | None = None) -> str:
         """Return the next step of the best path; searches when an episode starts."""
         if self.env is None:
             raise ValueError("MCTSAgent.act needs the env: MCTSAgent(generator, env=env)")
@@ -290,26 +322,60 @@ def hard_label(node: Node) -> int:
     return int(any(n.passed for n in node.walk()))
 
 
-def trajectory_records(result: SearchResult, task_id: str, mode: str, model: str = "", seed: int = 0) -> list[dict]:
-    """Every root-to-terminal path of a search as a trajectory record (the shared JSONL schema)."""
+def _sample_record(n: Node) -> SampleRecord:
+    if n.visits:
+        value: float | None = n.value
+    else:
+        value = n.reward if n.terminal else None  # a terminal's value is its reward
+    if n.kept:
+        hard: int | None = hard_label(n)
+    else:
+        hard = int(n.passed) if n.terminal else None
+    ev = n.eval
+    return SampleRecord(
+        text=n.step, node_id=n.id, kept=n.kept, terminal=n.terminal, value=value, visits=n.visits, hard=hard,
+        prm=n.prior, reward=n.reward if n.terminal else None, verdict=n.info.get("verdict"),
+        eval_verdict=ev.verdict if ev else None, eval_passed=ev.all_passed if ev else None,
+    )
+
+
+def _step_record(n: Node) -> StepRecord:
+    parent = n.parent
+    siblings = () if parent is None else tuple(_sample_record(s) for s in parent.samples if s is not n)
+    return StepRecord(
+        text=n.step, value=n.value, visits=n.visits, prm=n.prior, hard=hard_label(n), node_id=n.id,
+        parent_id=parent.id if parent is not None else None, depth=len(n.state.steps), terminal=n.terminal,
+        siblings=siblings,
+    )
+
+
+def trajectory_records(result: SearchResult, task_id: str, mode: str, model: str = "", seed: int = 0
+                       ) -> list[TrajectoryRecord]:
+    """Every root-to-terminal path of a search as a `TrajectoryRecord`, in tree order.
+
+    ``record.to_dict()`` is the JSON line of ``trajectories.jsonl``: the old keys (task_id, mode,
+    steps with text/value/visits/prm/hard, code, verdict, reward, eval_passed, answer, model, seed)
+    and the new ones (per step: node_id, parent_id, depth, terminal, siblings; per record:
+    eval_verdict, split, reward_tests).
+    """
     records = []
     for leaf in result.terminals:
-        nodes = leaf.path()[1:]
+        ev = leaf.eval
         records.append(
-            {
-                "task_id": task_id,
-                "mode": mode,
-                "steps": [
-                    {"text": n.step, "value": n.value, "visits": n.visits, "prm": n.prior, "hard": hard_label(n)}
-                    for n in nodes
-                ],
-                "code": leaf.info.get("code"),
-                "verdict": leaf.info.get("verdict", "truncated"),
-                "reward": leaf.reward,
-                "eval_passed": bool(leaf.info.get("eval", {}).get("all_passed", False)),
-                "answer": leaf is result.answer,
-                "model": model,
-                "seed": seed,
-            }
+            TrajectoryRecord(
+                task_id=task_id,
+                mode=mode,
+                steps=tuple(_step_record(n) for n in leaf.path()[1:]),
+                code=leaf.info.get("code"),
+                verdict=leaf.info.get("verdict", "truncated"),
+                reward=leaf.reward,
+                eval_passed=bool(ev and ev.all_passed),
+                answer=leaf is result.answer,
+                model=model,
+                seed=seed,
+                eval_verdict=ev.verdict if ev else None,
+                split=result.split or None,
+                reward_tests=result.reward_tests or None,
+            )
         )
     return records

@@ -1,4 +1,5 @@
-"""Coding problems: the `Problem` record, the bundled MBPP data set and user JSONL files.
+"""Coding problems: the `Problem` record, the bundled MBPP data set and user JSONL files; and the
+trajectory records of the search (`o1code.data.trajectories`).
 
 MBPP (Austin et al. 2021, CC BY 4.0) ships inside the package, gzip-compressed and otherwise
 unchanged; loaders normalise Windows line ends in the code fields.
@@ -16,17 +17,35 @@ from o1code.data.problems import (
     load_mbpp,
     load_problems,
 )
+from o1code.data.trajectories import (
+    PairwiseExample,
+    PointwiseExample,
+    SampleRecord,
+    StepRecord,
+    TrajectoryRecord,
+    pairwise_examples,
+    pointwise_examples,
+    read_trajectories,
+)
 
 __all__ = [
     "DATASETS",
     "MBPP_KNOWN_BAD",
     "MBPP_SPLITS",
     "DataError",
+    "PairwiseExample",
+    "PointwiseExample",
     "Problem",
     "ProblemFormatError",
+    "SampleRecord",
+    "StepRecord",
+    "TrajectoryRecord",
     "derive_entry_point",
     "get_problem",
     "load_dataset",
     "load_mbpp",
     "load_problems",
+    "pairwise_examples",
+    "pointwise_examples",
+    "read_trajectories",
 ]

@@ -9,10 +9,12 @@
 | ``O1Code-MBPP-Direct-v0``  | direct     | one action: the code                                         |
 """
 
-from o1code.envs.code_env import ACTION_CHARSET, CodeEnv, EnvState, ProcessReward
+from o1code.envs.code_env import ACTION_CHARSET, CodeEnv
 from o1code.envs.errors import EnvError
+from o1code.envs.records import EnvState, EvalDict, EvalInfo, Observation, StepInfo
 from o1code.envs.wrappers import CandidateSelection, Proposer, hashed_ngrams
 from o1code.registration import ENV_IDS, register_envs
+from o1code.rewards.process import ProcessReward  # the type of CodeEnv(process_reward=...)
 
 __all__ = [
     "ACTION_CHARSET",
@@ -21,8 +23,12 @@ __all__ = [
     "CodeEnv",
     "EnvError",
     "EnvState",
+    "EvalDict",
+    "EvalInfo",
+    "Observation",
     "ProcessReward",
     "Proposer",
+    "StepInfo",
     "hashed_ngrams",
     "register_envs",
 ]

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import string
 from collections import OrderedDict
-from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any, Mapping, Sequence
 
 import gymnasium as gym
 from gymnasium import spaces
@@ -25,7 +25,10 @@ from o1code.data.formats import (
     has_code,
 )
 from o1code.envs.errors import EnvError
-from o1code.rewards import DatasetTests, OutcomeReward, TestSource, VisibleTests
+from o1code.envs.records import EnvState, EvalInfo, Observation, StepInfo
+from o1code.rewards import DatasetTests, OutcomeReward, PhiConfig, TestSource, VisibleTests
+from o1code.rewards.process import (ProcessReward, StepRewardFn, StepRewardHook, as_process_reward, default_question,
+                                    prefix_values)
 from o1code.sandboxes import ExecutionResult, LocalSandbox, Sandbox, Verdict
 
 log = logging.getLogger(__name__)
@@ -36,18 +39,6 @@ ACTION_CHARSET = string.printable
 #: surrogates (characters beyond it are replaced by U+FFFD on the way in, noted in `info`).
 OBSERVATION_CHARSET = "".join(chr(c) for c in range(0x10000) if not 0xD800 <= c <= 0xDFFF)
 
-#: A process-reward hook: ``(problem, previous_steps, step) -> reward`` for a non-terminal step.
-ProcessReward = Callable[[Problem, Sequence[str], str], float]
-
-
-@dataclass(frozen=True)
-class EnvState:
-    """An immutable snapshot of an episode for tree search (`CodeEnv.get_state`/`set_state`)."""
-
-    task_id: str
-    steps: tuple[str, ...]
-    done: bool
-
 
 def _bmp_only(text: str) -> tuple[str, bool]:
     if all(ord(c) < 0x10000 and not 0xD800 <= ord(c) <= 0xDFFF for c in text):
@@ -55,7 +46,7 @@ def _bmp_only(text: str) -> tuple[str, bool]:
     return "".join(c if ord(c) < 0x10000 and not 0xD800 <= ord(c) <= 0xDFFF else "\ufffd" for c in text), True
 
 
-class CodeEnv(gym.Env):
+class CodeEnv(gym.Env[Observation, str]):
     """A coding problem as an episode: each action is one reasoning step, the last one holds code.
 
     Registered as ``O1Code-MBPP-v0`` (mode ``pseudocode``), ``O1Code-MBPP-Vanilla-v0`` and
@@ -68,17 +59,20 @@ class CodeEnv(gym.Env):
         far, the next step's header); ``problem``: the question as shown; ``steps``: the steps so
         far in prompt format; ``step``: the number of steps taken.
 
-    Reward: 0 (or the process-reward hook's value) for a step without code; for the step with
-    code, the outcome of running it in the sandbox on the reward tests (`OutcomeReward`). An
-    episode ends (``terminated``) at the step with code, and is truncated after `max_steps`
-    steps without code with reward `truncation_reward`.
+    Reward: 0 (or the process reward's value, also in ``info["process_reward"]``) for a step
+    without code; for the step with code, the outcome of running it in the sandbox on the reward
+    tests (`OutcomeReward`), or with `phi` set, ``phi(outcome, r_1..r_m)``: the paper's
+    aggregation of the outcome with the process rewards of the episode's non-terminal steps
+    (``info["outcome_reward"]``, ``info["process_rewards"]``, ``info["phi_alpha"]``). An episode
+    ends (``terminated``) at the step with code, and is truncated after `max_steps` steps without
+    code with reward `truncation_reward`.
 
-    `info` after a terminal step holds ``verdict``, ``passed``, ``total``, ``tests`` (the reward
-    tests), ``code``, ``message`` and ``eval`` (the dataset's own tests: ``verdict``, ``passed``,
-    ``total``, ``all_passed``), which tells training reward and true correctness apart when the
-    reward tests come from elsewhere. Every step's `info` has ``task_id``, ``step``,
-    ``action_type`` (1, 2, 3 or None in pseudocode mode) and, when an action was altered,
-    ``action_truncated`` / ``action_cut`` / ``action_replaced_chars``.
+    `info` (a `StepInfo`) after a terminal step holds ``verdict``, ``passed``, ``total``,
+    ``tests`` (the reward tests), ``code``, ``message`` and ``eval`` (the dataset's own tests, an
+    `EvalInfo` as a dict: ``verdict``, ``passed``, ``total``, ``all_passed``), which tells training
+    reward and true correctness apart when the reward tests come from elsewhere. Every step's
+    `info` has ``task_id``, ``step``, ``action_type`` (1, 2, 3 or None in pseudocode mode) and,
+    when an action was altered, ``action_truncated`` / ``action_cut`` / ``action_replaced_chars``.
 
     Raises:
         EnvError: from `step` when the sandbox fails twice on infrastructure (`sandbox_error`):
@@ -104,7 +98,8 @@ class CodeEnv(gym.Env):
         tau_pass: float = 1.0,
         tau_fail: float = 0.0,
         truncation_reward: float = 0.0,
-        process_reward: ProcessReward | None = None,
+        process_reward: ProcessReward | StepRewardHook | None = None,
+        phi: PhiConfig | Mapping[str, Any] | bool | None = None,
         sandbox: Sandbox | None = None,
         timeout_s: float = 4.0,
         max_action_chars: int = 8192,
@@ -131,7 +126,12 @@ class CodeEnv(gym.Env):
             examples: Include the worked few-shot examples in the prompt.
             reward, alpha, tau_pass, tau_fail: The outcome reward (see `OutcomeReward`).
             truncation_reward: Reward when `max_steps` pass without code.
-            process_reward: Hook scoring each non-terminal step (e.g. a PRM); None gives 0.
+            process_reward: Scores each non-terminal step (a PRM): a `ProcessReward`, or the old
+                hook ``(problem, previous_steps, step) -> float``; None gives 0.
+            phi: Reward the terminal step with `PhiConfig` aggregation of the outcome and the
+                process rewards (True: the defaults; a dict: `PhiConfig` fields, e.g.
+                ``{"t": 10, "gamma": 0.9}``); None (default): the outcome alone. Needs a
+                `process_reward`. ``reset(options={"phi_t": t})`` advances alpha(t)'s `t`.
             sandbox: A shared sandbox (left open on `close`); None creates an owned one lazily.
             timeout_s: Time limit of one sandbox run.
             max_action_chars: Longer actions are truncated (``info["action_truncated"]``).
@@ -180,7 +180,13 @@ class CodeEnv(gym.Env):
         self.examples = examples
         self.outcome = OutcomeReward(form=reward, alpha=alpha, tau_pass=tau_pass, tau_fail=tau_fail)
         self.truncation_reward = float(truncation_reward)
-        self.process_reward = process_reward
+        question = functools.partial(default_question, mode=self.mode, show_tests=show_tests)
+        self.process_reward: ProcessReward | None = as_process_reward(process_reward, StepRewardFn, question)
+        self.phi: PhiConfig | None = PhiConfig.coerce(phi)
+        if self.phi is not None and self.process_reward is None:
+            raise EnvError("phi aggregates process rewards: it needs a process_reward")
+        #: alpha(t)'s t for `phi` (``reset(options={"phi_t": t})`` sets it).
+        self.phi_t: int = self.phi.t if self.phi is not None else 0
         self.timeout_s = timeout_s
         self.max_action_chars = max_action_chars
         self._sandbox = sandbox
@@ -204,8 +210,9 @@ class CodeEnv(gym.Env):
         )
         self._problem: Problem = problems[0]
         self._steps: tuple[str, ...] = ()
+        self._process_rewards: tuple[float, ...] = ()
         self._done = True
-        self._last_info: dict[str, Any] = {}
+        self._last_info: StepInfo = {}
 
     # -- helpers -----------------------------------------------------------------------------
 
@@ -228,7 +235,7 @@ class CodeEnv(gym.Env):
         """The problem of the current episode."""
         return self._problem
 
-    def _observation(self) -> dict[str, Any]:
+    def _observation(self) -> Observation:
         return {
             "prompt": build_prompt(
                 self._problem, self.mode, self._steps, self.max_steps, prefix=self._prefix(self._problem)
@@ -254,7 +261,7 @@ class CodeEnv(gym.Env):
             self._results.move_to_end(key)
         return result
 
-    def _normalise_action(self, action: Any, info: dict[str, Any]) -> str:
+    def _normalise_action(self, action: Any, info: StepInfo) -> str:
         if not isinstance(action, str):
             info["action_not_str"] = type(action).__name__
             action = "" if action is None else str(action)
@@ -271,14 +278,20 @@ class CodeEnv(gym.Env):
 
     # -- gymnasium API -----------------------------------------------------------------------
 
-    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[Observation, StepInfo]:
         """Start an episode. ``options={"task_id": "mbpp/11"}`` picks the problem; otherwise it is
-        drawn with the env's RNG (deterministic under a seed).
+        drawn with the env's RNG (deterministic under a seed). ``options={"phi_t": t}`` sets
+        alpha(t)'s `t` for `phi` (kept for later episodes).
 
         Returns:
-            ``(observation, info)``; info has ``task_id`` and ``step`` (0).
+            ``(observation, info)``: the first `Observation` (no steps) and an info with
+            ``task_id`` and ``step`` (0).
         """
         super().reset(seed=seed)
+        if (options or {}).get("phi_t") is not None:
+            self.phi_t = int(options["phi_t"])
+            if self.phi_t < 0:
+                raise EnvError(f"phi_t must be >= 0, got {self.phi_t}")
         task_id = (options or {}).get("task_id")
         if task_id is not None:
             if task_id not in self._index:
@@ -287,19 +300,23 @@ class CodeEnv(gym.Env):
         else:
             self._problem = self.problems[int(self.np_random.integers(len(self.problems)))]
         self._steps = ()
+        self._process_rewards = ()
         self._done = False
         self._last_info = {"task_id": self._problem.task_id, "step": 0}
-        return self._observation(), dict(self._last_info)
+        return self._observation(), StepInfo(self._last_info)
 
-    def step(self, action: str):
+    def step(self, action: str) -> tuple[Observation, float, bool, bool, StepInfo]:
         """Take one reasoning step.
 
         Returns:
-            ``(observation, reward, terminated, truncated, info)`` as described on the class.
+            ``(observation, reward, terminated, truncated, info)``: the `Observation` after the
+            step, its reward (a float), whether the step held code (terminated), whether the step
+            limit ended the episode without code (truncated), and the `StepInfo` described on the
+            class.
         """
         if self._done:
             raise EnvError("step() called on a finished episode; call reset() first")
-        info: dict[str, Any] = {"task_id": self._problem.task_id}
+        info: StepInfo = {"task_id": self._problem.task_id}
         text = body = self._normalise_action(action, info)
         k = len(self._steps) + 1
         forced_last = self.mode == "direct" or k >= self.max_steps
@@ -326,13 +343,24 @@ class CodeEnv(gym.Env):
             reward = self.truncation_reward
             info["reason"] = "no code by the last step"
         elif self.process_reward is not None:
-            reward = float(self.process_reward(self._problem, self._steps[:-1], text))
+            (reward,) = prefix_values(self.process_reward, [(self._problem, self._steps)])
             info["process_reward"] = reward
+            if self.phi is not None:  # kept for phi's aggregation at the terminal step
+                self._process_rewards = self._previous_process_rewards() + (reward,)
         self._done = terminated or truncated
         self._last_info = info
         return self._observation(), float(reward), terminated, truncated, info
 
-    def _grade(self, code: str, info: dict[str, Any]) -> float:
+    def _previous_process_rewards(self) -> tuple[float, ...]:
+        """The process rewards of the steps before the last one; those a restored state lacks are
+        recomputed in one batch."""
+        have, need = self._process_rewards, len(self._steps) - 1
+        if len(have) < need:
+            missing = [(self._problem, self._steps[: j + 1]) for j in range(len(have), need)]
+            have = have + tuple(prefix_values(self.process_reward, missing))
+        return have[:need]
+
+    def _grade(self, code: str, info: StepInfo) -> float:
         tests = list(self.test_source.tests_for(self._problem))
         result = self._execute(code, tests)
         info.update(
@@ -345,13 +373,13 @@ class CodeEnv(gym.Env):
         )
         dataset_tests = list(self._problem.tests)
         truth = result if tests == dataset_tests else self._execute(code, dataset_tests)
-        info["eval"] = {
-            "verdict": truth.verdict.value,
-            "passed": truth.passed,
-            "total": truth.total,
-            "all_passed": truth.verdict is Verdict.PASSED,
-        }
-        return self.outcome(result)
+        info["eval"] = EvalInfo.from_result(truth).to_dict()
+        outcome = self.outcome(result)
+        if self.phi is None:
+            return outcome
+        process = list(self._previous_process_rewards())
+        info.update(outcome_reward=outcome, process_rewards=process, phi_alpha=self.phi.alpha(self.phi_t))
+        return self.phi(outcome, process, t=self.phi_t)
 
     def render(self) -> str | None:
         """With ``render_mode="ansi"``, a text view of the episode: problem, steps, verdicts."""
@@ -362,11 +390,11 @@ class CodeEnv(gym.Env):
             lines.append(f"--- step {i} ---")
             lines.append(s.strip("\n"))
         info = self._last_info
-        if "verdict" in info:
-            ev = info["eval"]
+        ev = EvalInfo.from_info(info)
+        if "verdict" in info and ev is not None:
             lines.append(
                 f"--- verdict: {info['verdict']} ({info['passed']}/{info['total']} reward tests); "
-                f"dataset tests: {ev['verdict']} ({ev['passed']}/{ev['total']}) ---"
+                f"dataset tests: {ev.verdict} ({ev.passed}/{ev.total}) ---"
             )
         elif info.get("reason"):
             lines.append(f"--- truncated: {info['reason']} ---")
@@ -383,7 +411,7 @@ class CodeEnv(gym.Env):
 
     def get_state(self) -> EnvState:
         """An immutable snapshot of the episode (task and steps so far); cheap to keep many."""
-        return EnvState(self._problem.task_id, self._steps, self._done)
+        return EnvState(self._problem.task_id, self._steps, self._done, self._process_rewards)
 
     def set_state(self, state: EnvState) -> None:
         """Restore a snapshot from `get_state` (of an env over the same problems)."""
@@ -393,9 +421,10 @@ class CodeEnv(gym.Env):
             raise EnvError(f"state has {len(state.steps)} steps, more than max_steps={self.max_steps}")
         self._problem = self.problems[self._index[state.task_id]]
         self._steps = tuple(state.steps)
+        self._process_rewards = tuple(state.process_rewards)
         self._done = state.done
         self._last_info = {"task_id": state.task_id, "step": len(state.steps)}
 
-    def observation(self) -> dict[str, Any]:
-        """The observation of the current state (after `set_state`, say)."""
+    def observation(self) -> Observation:
+        """The `Observation` of the current state (after `set_state`, say)."""
         return self._observation()

@@ -4,7 +4,7 @@ proposed steps, with numeric features, so that stable-baselines3 agents can trai
 from __future__ import annotations
 
 import zlib
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Mapping, Protocol, SupportsFloat, runtime_checkable
 
 import gymnasium as gym
 import numpy as np
@@ -17,8 +17,9 @@ from o1code.envs.errors import EnvError
 class Proposer(Protocol):
     """Anything that proposes candidate next steps, e.g. an LLM sampling k continuations."""
 
-    def propose(self, observation: dict[str, Any], k: int) -> list[str]:
-        """Return k candidate step texts for `observation` (the wrapped env's observation)."""
+    def propose(self, observation: Mapping[str, Any], k: int) -> list[str]:
+        """Return k candidate step texts for `observation` (the wrapped env's observation, e.g.
+        `o1code.envs.Observation`); fewer are padded with repeats, none is an error."""
         ...
 
 
@@ -35,7 +36,7 @@ def hashed_ngrams(text: str, dim: int, n: int = 3) -> np.ndarray:
     return vec / norm if norm else vec
 
 
-class CandidateSelection(gym.Wrapper):
+class CandidateSelection(gym.Wrapper[np.ndarray, int, Any, str]):
     """Action ``Discrete(k)``: pick one of k steps a `Proposer` offers for the current state.
 
     Observation: a ``Box(0, 1, ((k + 1) * dim,))`` of hashed character n-grams, first of the
@@ -58,7 +59,7 @@ class CandidateSelection(gym.Wrapper):
         self.observation_space = spaces.Box(0.0, 1.0, shape=((k + 1) * dim,), dtype=np.float32)
         self._candidates: list[str] = []
 
-    def _propose(self, obs: dict[str, Any]) -> list[str]:
+    def _propose(self, obs: Mapping[str, Any]) -> list[str]:
         candidates = [str(c) for c in self.proposer.propose(obs, self.k)][: self.k]
         if not candidates:
             raise EnvError("the proposer returned no candidates")
@@ -66,18 +67,22 @@ class CandidateSelection(gym.Wrapper):
             candidates.append(candidates[len(candidates) % max(len(candidates), 1)])
         return candidates
 
-    def _features(self, obs: dict[str, Any]) -> np.ndarray:
+    def _features(self, obs: Mapping[str, Any]) -> np.ndarray:
         parts = [hashed_ngrams(obs["problem"] + "\n" + obs["steps"], self.dim)]
         parts += [hashed_ngrams(c, self.dim) for c in self._candidates]
         return np.clip(np.concatenate(parts), 0.0, 1.0)
 
-    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None
+              ) -> tuple[np.ndarray, dict[str, Any]]:
+        """Reset the wrapped env; returns the feature vector and its info plus ``candidates``."""
         obs, info = self.env.reset(seed=seed, options=options)
         self._candidates = self._propose(obs)
         info["candidates"] = list(self._candidates)
         return self._features(obs), info
 
-    def step(self, action: int):
+    def step(self, action: int) -> tuple[np.ndarray, SupportsFloat, bool, bool, dict[str, Any]]:
+        """Take candidate `action`; returns the wrapped env's step with the feature vector as the
+        observation and ``chosen`` (and, unless the episode ended, the next ``candidates``) in info."""
         index = int(action)
         if not 0 <= index < self.k:
             raise EnvError(f"action {action!r} is outside Discrete({self.k})")

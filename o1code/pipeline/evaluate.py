@@ -45,7 +45,7 @@ from typing import Any, Callable, Sequence
 
 from o1code.agents import LLMAgent, LLMConfig, MCTSAgent, MCTSConfig, trajectory_records
 from o1code.data import DATASETS, MBPP_SPLITS, Problem, load_dataset
-from o1code.envs import CodeEnv
+from o1code.envs import CodeEnv, EvalInfo
 from o1code.errors import RunDirError
 from o1code.models import Generator, load_generator
 from o1code.pipeline.errors import PipelineError
@@ -201,10 +201,11 @@ def _play(env: CodeEnv, agent: LLMAgent, problem: Problem) -> dict[str, Any]:
         obs, reward, terminated, truncated, info = env.step(action)
         if terminated or truncated:
             break
-    passed = bool(info.get("eval", {}).get("all_passed", False))
+    ev = EvalInfo.from_info(info)
+    passed = bool(ev and ev.all_passed)
     return {
         "passed": passed,
-        "verdict": info.get("eval", {}).get("verdict", "no_code"),
+        "verdict": ev.verdict if ev else "no_code",
         "reward": reward,
         "reward_passed": info.get("verdict") == "passed",
         "samples": int(info.get("code") is not None),  # one trajectory: k = 1 code sample (or 0)
@@ -223,12 +224,13 @@ def _search(env: CodeEnv, agent: MCTSAgent, problem: Problem, config: EvalConfig
             on_rollout: Callable | None) -> dict[str, Any]:
     env.reset(options={"task_id": problem.task_id})
     result = agent.search(env, on_rollout=on_rollout)
-    append_jsonl(traj_path, trajectory_records(result, problem.task_id, config.mode, config.model, config.seed))
+    append_jsonl(traj_path, [r.to_dict() for r in trajectory_records(result, problem.task_id, config.mode,
+                                                                     config.model, config.seed)])
     answer = result.answer
-    ev = answer.info.get("eval", {}) if answer else {}
+    ev = answer.eval if answer else None
     return {
-        "passed": bool(ev.get("all_passed", False)),
-        "verdict": ev.get("verdict", "no_code"),
+        "passed": bool(ev and ev.all_passed),
+        "verdict": ev.verdict if ev else "no_code",
         "reward": answer.reward if answer else 0.0,
         "reward_passed": bool(answer and answer.passed),
         "samples": result.code_samples,

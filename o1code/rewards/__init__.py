@@ -5,11 +5,23 @@ from o1code.rewards.outcome import (
     ORACLE_TEST_SOURCES,
     DatasetTests,
     OutcomeReward,
+    PhiConfig,
     TestSource,
     VisibleTests,
     alpha_schedule,
     is_oracle,
     phi,
+)
+from o1code.rewards.process import (
+    PrefixValueFn,
+    ProcessReward,
+    ProcessRewardBase,
+    QuestionScorer,
+    StepRewardFn,
+    as_process_reward,
+    default_question,
+    prefix_values,
+    step_rewards,
 )
 from o1code.rewards.tcg import TCGConfig, TCGCounts, TCGResult, TestCaseGenerator
 
@@ -17,4 +29,8 @@ __all__ = [
     "ORACLE_TEST_SOURCES", "DatasetTests", "OutcomeReward", "RewardError", "TCGConfig", "TCGCounts",
     "TCGError", "TCGResult", "TestCaseGenerator", "TestSource", "VisibleTests", "alpha_schedule",
     "is_oracle", "phi",
+]
+__all__ += [  # process rewards and their aggregation
+    "PhiConfig", "PrefixValueFn", "ProcessReward", "ProcessRewardBase", "QuestionScorer", "StepRewardFn",
+    "as_process_reward", "default_question", "prefix_values", "step_rewards",
 ]

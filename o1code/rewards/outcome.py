@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Protocol, Sequence, runtime_checkable
+from dataclasses import dataclass, fields
+from typing import Any, Mapping, Protocol, Sequence, runtime_checkable
 
 from o1code.data import Problem
 from o1code.rewards.errors import RewardError
@@ -98,17 +98,78 @@ def phi(
     t: int = 0,
     gamma: float = 0.9,
     exponent_from: int = 0,
+    *,
+    alpha_start: float = 1.0,
+    alpha_decay: float = 0.01,
+    alpha_floor: float = 0.1,
 ) -> float:
     """Combine outcome and process rewards: ``alpha(t) R + (1 - alpha(t)) mean_j gamma^j r_j``.
 
-    `exponent_from` picks the convention: 0 (the paper's code, j = 0..m-1, first step
-    undiscounted) or 1 (the paper's text, j = 1..m). With no process rewards, returns `outcome`.
+    ``alpha(t) = alpha_schedule(t, alpha_start, alpha_decay, alpha_floor)`` (by default
+    ``max(0.1, 1 - 0.01 t)``). `exponent_from` picks the convention: 0 (the paper's code,
+    j = 0..m-1, first step undiscounted) or 1 (the paper's text, j = 1..m). With no process
+    rewards, returns `outcome`.
     """
     if exponent_from not in (0, 1):
         raise RewardError("exponent_from must be 0 or 1")
     if not process_rewards:
         return float(outcome)
-    a = alpha_schedule(t)
+    a = alpha_schedule(t, alpha_start, alpha_decay, alpha_floor)
     m = len(process_rewards)
     discounted = sum(gamma ** (j + exponent_from) * r for j, r in enumerate(process_rewards)) / m
     return a * outcome + (1.0 - a) * discounted
+
+
+@dataclass(frozen=True)
+class PhiConfig:
+    """The settings of the paper's aggregation `phi` of an outcome reward with the process rewards.
+
+    `t` is the time index of ``alpha(t) = max(alpha_floor, alpha_start - alpha_decay * t)``: the RL
+    iteration (or update) count, which the trainer advances so that weight moves from the outcome
+    to the process rewards; `gamma` the discount of the process rewards; `exponent_from` their
+    exponent convention (see `phi`).
+    """
+
+    t: int = 0
+    gamma: float = 0.9
+    exponent_from: int = 0
+    alpha_start: float = 1.0
+    alpha_decay: float = 0.01
+    alpha_floor: float = 0.1
+
+    def __post_init__(self) -> None:
+        if self.t < 0:
+            raise RewardError(f"phi's t must be >= 0, got {self.t}")
+        if not 0.0 <= self.gamma <= 1.0:
+            raise RewardError(f"phi's gamma must be in [0, 1], got {self.gamma}")
+        if self.exponent_from not in (0, 1):
+            raise RewardError("phi's exponent_from must be 0 or 1")
+
+    def alpha(self, t: int | None = None) -> float:
+        """``alpha(t)`` (at `t`, or this config's `t`)."""
+        return alpha_schedule(self.t if t is None else t, self.alpha_start, self.alpha_decay, self.alpha_floor)
+
+    def __call__(self, outcome: float, process_rewards: Sequence[float], t: int | None = None) -> float:
+        """`phi` of `outcome` and `process_rewards` with these settings (at `t`, or this config's `t`)."""
+        return phi(outcome, process_rewards, self.t if t is None else t, self.gamma, self.exponent_from,
+                   alpha_start=self.alpha_start, alpha_decay=self.alpha_decay, alpha_floor=self.alpha_floor)
+
+    @classmethod
+    def coerce(cls, value: PhiConfig | Mapping[str, Any] | bool | None) -> PhiConfig | None:
+        """None or False: None (no aggregation); True: the defaults; a mapping: its keys as fields.
+
+        Raises:
+            RewardError: for unknown keys or another type.
+        """
+        if value is None or value is False:
+            return None
+        if value is True:
+            return cls()
+        if isinstance(value, cls):
+            return value
+        if isinstance(value, Mapping):
+            unknown = set(value) - {f.name for f in fields(cls)}
+            if unknown:
+                raise RewardError(f"unknown phi settings: {', '.join(sorted(unknown))}")
+            return cls(**value)
+        raise RewardError(f"phi must be a PhiConfig, a dict, True or None; got {type(value).__name__}")
