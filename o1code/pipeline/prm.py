@@ -1,0 +1,274 @@
+"""The PRM's stages: collect step-labelled trees, build training rows, and evaluate a trained PRM.
+
+- `collect`: MCTS (`run_eval`, agent ``mcts``) on problems of a split, rewarded by the dataset tests:
+  on the **train** split this is training data, labelled by the tests (the run's config says
+  ``tests: dataset``, ORACLE, as it must); on ``validation`` it is held-out data for measuring the PRM
+  and is tagged so. ``test`` is refused. Every node's soft (Q/N) and hard label and its siblings come
+  from the trajectory records (`o1code.data.trajectories`); `prm_rows` turns them into point and pair
+  rows (`o1code.training.prm`), written to ``RUN/rows.jsonl``.
+- `best_of_n`: on held-out problems, N sampled solutions per problem (the policy in the env, seeded
+  per problem and sample), each judged on the visible (reward) tests and the hidden (judging) tests and
+  scored by the PRM; then Pass@1 on the hidden tests of the answer each selector picks: ``prm`` (best PRM
+  score), ``visible+prm`` (best PRM score among the samples passing the visible tests, else among all),
+  ``random``, ``visible+random``; and oracle pass@N (any sample passes) as the ceiling. Samples are
+  committed per problem (``RUN/samples.jsonl``) and a rerun resumes.
+
+A trajectory's PRM score is its last step's P(+) (``aggregate="last"``: the PRM's estimate that the
+finished solution is correct given everything before it), or the ``min`` / ``mean`` over its steps.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from o1code.agents import LLMAgent, LLMConfig
+from o1code.agents.llm import problem_seed
+from o1code.data import Problem
+from o1code.data.formats import describe_problem
+from o1code.data.trajectories import pairwise_examples, pointwise_examples, read_trajectories
+from o1code.envs import CodeEnv
+from o1code.pipeline.errors import PipelineError
+from o1code.pipeline.evaluate import EvalConfig, load_step_generator, run_eval, select_problems
+from o1code.runs import append_jsonl, pin_config, read_jsonl, write_atomic, write_jsonl
+
+log = logging.getLogger(__name__)
+
+SELECTORS = ("prm", "visible+prm", "random", "visible+random")
+AGGREGATES = ("last", "min", "mean")
+
+
+def prm_question(problem: Problem, show_tests: str) -> str:
+    """What the PRM reads as the question: the problem as the policy saw it (statement, the function to
+    write, the tests shown). The policy's fixed instructions and worked examples are left out: they are
+    the same for every problem, so they tell the PRM nothing, and they would triple its input."""
+    return describe_problem(problem, show_tests)
+
+
+# ---------------------------------------------------------------- collection
+@dataclass
+class PRMCollectConfig:
+    """Every setting of ``o1code prm collect`` (MCTS settings as in ``o1code eval``)."""
+
+    model: str = field(default="default", metadata={"help": "the policy that searches", "metavar": "SPEC"})
+    dataset: str = "mbpp"
+    split: str = field(default="train", metadata={"help": "train (training rows) or validation (held-out rows)"})
+    limit: int | None = field(default=40, metadata={"help": "the first N problems of the split", "metavar": "N"})
+    seed: int = 0
+    run_dir: str = field(default="runs/prm-collect", metadata={"metavar": "DIR"})
+    mode: str = "pseudocode"
+    show_tests: str = "first"
+    max_steps: int = 4
+    max_step_tokens: int = 256
+    rollouts: int = 8
+    children: int = 3
+    margin: float = field(default=0.1, metadata={"help": "pair rows: least value gap between two siblings"})
+    label: str = field(default="soft", metadata={"help": "point rows' labels: soft (Q/N) or hard"})
+
+    def eval_config(self) -> EvalConfig:
+        if self.split not in ("train", "validation"):
+            raise PipelineError(f"PRM data comes from the train split (or validation, to measure the PRM); "
+                                f"never from {self.split!r}")
+        if self.label not in ("soft", "hard"):
+            raise PipelineError(f"label must be soft or hard, got {self.label!r}")
+        return EvalConfig(agent="mcts", mode=self.mode, model=self.model, dataset=self.dataset, split=self.split,
+                          limit=self.limit, seed=self.seed, run_dir=str(Path(self.run_dir) / "search"),
+                          max_steps=self.max_steps, tests="dataset", show_tests=self.show_tests,
+                          max_step_tokens=self.max_step_tokens, rollouts=self.rollouts, children=self.children)
+
+
+def prm_rows(trajectories: Path, problems: Sequence[Problem], mode: str, show_tests: str, split: str,
+             margin: float = 0.1, label: str = "soft") -> list[dict]:
+    """Point rows (one per distinct visited node: its prefix and step, one label) and pair rows (sibling
+    steps whose values differ by >= `margin`) from a search's trajectory file, each tagged with
+    ``task_id`` and ``split``. Records of a problem not in `problems` are an error."""
+    by_id = {p.task_id: p for p in problems}
+    records = read_trajectories(trajectories)
+    unknown = sorted({r.task_id for r in records} - set(by_id))
+    if unknown:
+        raise PipelineError(f"{trajectories} holds problems outside the {split!r} split: {', '.join(unknown[:5])}")
+    rows: list[dict] = []
+    for ex in pointwise_examples(records):
+        value = ex.value if label == "soft" else float(ex.hard if ex.hard is not None else ex.value >= 0.5)
+        rows.append({"kind": "point", "task_id": ex.task_id, "split": split,
+                     "question": prm_question(by_id[ex.task_id], show_tests),
+                     "steps": [*ex.prefix, ex.step], "labels": [None] * len(ex.prefix) + [value]})
+    for ex in pairwise_examples(records, margin):
+        rows.append({"kind": "pair", "task_id": ex.task_id, "split": split,
+                     "question": prm_question(by_id[ex.task_id], show_tests),
+                     "prefix": list(ex.prefix), "win": ex.chosen, "lose": ex.rejected})
+    return rows
+
+
+def collect(config: PRMCollectConfig, generator: Any = None, progress: bool = True) -> dict[str, Any]:
+    """Run the search (resumable) and write ``RUN/rows.jsonl``; returns counts of problems and rows."""
+    ev = config.eval_config()
+    pin_config(config.run_dir, asdict(config), ignore=("run_dir", "limit"))
+    log.info("PRM collect on %s/%s: MCTS rewarded by the dataset tests (labels of %s data)", config.dataset,
+             config.split, "training" if config.split == "train" else "held-out")
+    summary = run_eval(ev, generator=generator, progress=progress)
+    problems = select_problems(ev)
+    rows = prm_rows(Path(ev.run_dir) / "trajectories.jsonl", problems, config.mode, config.show_tests,
+                    config.split, config.margin, config.label)
+    out = Path(config.run_dir) / "rows.jsonl"
+    write_jsonl(out, rows)
+    counts = {"problems": summary["problems"], "rows": str(out),
+              "point_rows": sum(r["kind"] == "point" for r in rows),
+              "pair_rows": sum(r["kind"] == "pair" for r in rows), "split": config.split}
+    write_atomic(Path(config.run_dir) / "summary.json", json.dumps(counts, indent=2))
+    return counts
+
+
+# ---------------------------------------------------------------- best-of-N
+@dataclass
+class BestOfNConfig:
+    """Every setting of ``o1code prm eval``'s best-of-N: the policy, the held-out problems, sampling."""
+
+    prm: str = field(default="", metadata={"help": "a trained PRM directory (RUN/final of `prm train`)",
+                                           "metavar": "DIR"})
+    model: str = field(default="default", metadata={"help": "the policy that samples", "metavar": "SPEC"})
+    dataset: str = "mbpp"
+    split: str = "validation"
+    limit: int | None = field(default=30, metadata={"metavar": "N"})
+    n: int = field(default=8, metadata={"help": "samples per problem"})
+    seed: int = 0
+    run_dir: str = field(default="runs/prm-eval", metadata={"metavar": "DIR"})
+    mode: str = "pseudocode"
+    show_tests: str = "first"
+    max_steps: int = 4
+    max_step_tokens: int = 256
+    temperature: float = 0.8
+    top_p: float = 0.95
+    top_k: int = 40
+    aggregate: str = field(default="last", metadata={"help": "a trajectory's score: last step, min or mean"})
+
+    def validate(self) -> None:
+        if self.split == "train":
+            raise PipelineError("best-of-N measures the PRM on held-out problems: use validation or test")
+        if self.aggregate not in AGGREGATES:
+            raise PipelineError(f"aggregate must be one of {', '.join(AGGREGATES)}")
+        if self.n < 1:
+            raise PipelineError("n must be >= 1")
+
+
+def trajectory_score(step_scores: Sequence[float], aggregate: str = "last") -> float:
+    """One number per trajectory from its per-step PRM scores (0 for a trajectory without steps)."""
+    if not step_scores:
+        return 0.0
+    if aggregate == "last":
+        return float(step_scores[-1])
+    return float(min(step_scores)) if aggregate == "min" else float(sum(step_scores) / len(step_scores))
+
+
+def select(samples: Sequence[dict], selector: str, rng: random.Random) -> dict:
+    """The sample `selector` picks (see the module docstring); ties go to the earliest sample."""
+    pool = list(samples)
+    if selector.startswith("visible+"):
+        pool = [s for s in samples if s["reward_passed"]] or pool
+        selector = selector.split("+", 1)[1]
+    if selector == "random":
+        return rng.choice(pool)
+    return max(pool, key=lambda s: s["score"])  # max keeps the first of equal scores
+
+
+def _sample_problem(env: CodeEnv, generator: Any, problem: Problem, config: BestOfNConfig) -> list[dict]:
+    out = []
+    for i in range(config.n):
+        agent = LLMAgent(generator, LLMConfig(temperature=config.temperature, top_p=config.top_p,
+                                              top_k=config.top_k, max_step_tokens=config.max_step_tokens,
+                                              seed=config.seed * 1_000_003 + i))
+        obs, info = env.reset(options={"task_id": problem.task_id})
+        while True:
+            obs, reward, terminated, truncated, info = env.step(agent.act(obs, info))
+            if terminated or truncated:
+                break
+        ev = info.get("eval", {})
+        out.append({"steps": list(env.get_state().steps), "code": info.get("code"), "reward": reward,
+                    "reward_passed": info.get("verdict") == "passed", "passed": bool(ev.get("all_passed", False))})
+    return out
+
+
+def best_of_n(config: BestOfNConfig, generator: Any = None, prm: Any = None, sandbox: Any = None,
+              on_problem: Callable[[dict], None] | None = None) -> dict[str, Any]:
+    """Sample, score and select on every problem (resuming ``RUN/samples.jsonl``); write and return the
+    summary: ``pass_at_1`` per selector, ``oracle_pass_at_n``, ``visible_any`` (share of problems with a
+    sample passing the visible tests), counts. Known-bad MBPP tasks are excluded."""
+    from o1code.models.prm import ProcessRewardModel
+    from o1code.sandboxes import LocalSandbox
+
+    config.validate()
+    run = Path(config.run_dir)
+    pin_config(run, asdict(config), ignore=("run_dir", "limit"))
+    ev = EvalConfig(dataset=config.dataset, split=config.split, limit=config.limit)
+    problems = select_problems(ev)
+    path = run / "samples.jsonl"
+    rows = read_jsonl(path, repair=True)
+    done = {r["task_id"] for r in rows}
+    todo = [p for p in problems if p.task_id not in done]
+    if todo:
+        prm = prm or ProcessRewardModel.load(config.prm)
+        generator = generator or load_step_generator(config.model)
+        own_sandbox = sandbox is None
+        sandbox = sandbox or LocalSandbox(workers=1)
+        try:
+            env = CodeEnv(mode=config.mode, problems=problems, max_steps=config.max_steps, tests="visible",
+                          show_tests=config.show_tests, sandbox=sandbox)
+            for k, problem in enumerate(todo, 1):
+                t0 = time.perf_counter()
+                samples = _sample_problem(env, generator, problem, config)
+                q = prm_question(problem, config.show_tests)
+                for s, scores in zip(samples, prm.score_batch([(q, s["steps"]) for s in samples])):
+                    s["prm"] = scores  # per step; a trajectory's score is aggregated when summarising
+                row = {"task_id": problem.task_id, "known_bad": problem.known_bad, "samples": samples,
+                       "seconds": time.perf_counter() - t0}
+                append_jsonl(path, [row])  # the commit point of the problem
+                rows.append(row)
+                log.info("best-of-%d %d/%d %s: %d of %d samples pass the hidden tests (%.0f s)", config.n, k,
+                         len(todo), problem.task_id, sum(s["passed"] for s in samples), len(samples),
+                         row["seconds"])
+                if on_problem:
+                    on_problem(row)
+        finally:
+            if own_sandbox:
+                sandbox.close()
+    summary = summarise_best_of_n(rows, config)
+    write_atomic(run / "summary.json", json.dumps(summary, indent=2))
+    write_atomic(run / "summary.md", best_of_n_table(summary))
+    return summary
+
+
+def summarise_best_of_n(rows: Sequence[dict], config: BestOfNConfig) -> dict[str, Any]:
+    """Pass@1 per selector over the counted problems (known-bad excluded), with seeded random picks."""
+    counted = [r for r in rows if not r.get("known_bad")]
+    picks: dict[str, int] = {s: 0 for s in SELECTORS}
+    for r in counted:
+        scored = [{**s, "score": trajectory_score(s.get("prm") or [], config.aggregate)} for s in r["samples"]]
+        for sel in SELECTORS:
+            rng = random.Random(problem_seed(config.seed, f"{r['task_id']}:{sel}"))
+            picks[sel] += bool(select(scored, sel, rng)["passed"])
+    n = len(counted) or 1
+    return {"problems": len(counted), "n": config.n, "aggregate": config.aggregate, "prm": config.prm,
+            "model": config.model, "split": config.split,
+            "pass_at_1": {sel: picks[sel] / n for sel in SELECTORS},
+            "oracle_pass_at_n": sum(any(s["passed"] for s in r["samples"]) for r in counted) / n,
+            "visible_any": sum(any(s["reward_passed"] for s in r["samples"]) for r in counted) / n,
+            "sample_pass_rate": sum(s["passed"] for r in counted for s in r["samples"])
+            / max(1, sum(len(r["samples"]) for r in counted))}
+
+
+def best_of_n_table(summary: dict) -> str:
+    """Markdown: one row per selector, and the oracle ceiling."""
+    lines = [f"best-of-{summary['n']} on {summary['problems']} {summary['split']} problems "
+             f"(PRM score: {summary['aggregate']} step)", "", "| selector | Pass@1 |", "|---|---|"]
+    lines += [f"| {sel} | {100 * v:.1f} |" for sel, v in summary["pass_at_1"].items()]
+    lines += [f"| oracle pass@{summary['n']} (ceiling) | {100 * summary['oracle_pass_at_n']:.1f} |"]
+    return "\n".join(lines) + "\n"
+
+
+__all__ = ["AGGREGATES", "BestOfNConfig", "PRMCollectConfig", "SELECTORS", "best_of_n", "best_of_n_table",
+           "collect", "prm_question", "prm_rows", "select", "summarise_best_of_n", "trajectory_score"]

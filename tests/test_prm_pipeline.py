@@ -1,0 +1,101 @@
+"""PRM end to end on a scripted policy and the tiny model: collect -> rows -> train -> best-of-N."""
+
+import re
+
+import pytest
+
+pytest.importorskip("peft")
+
+from o1code.data import load_dataset  # noqa: E402
+from o1code.models import Completion  # noqa: E402
+from o1code.models.tiny import build_tiny_model  # noqa: E402
+from o1code.pipeline.errors import PipelineError  # noqa: E402
+from o1code.pipeline.prm import (BestOfNConfig, PRMCollectConfig, best_of_n, collect, select,  # noqa: E402
+                                 trajectory_score)
+from o1code.runs import read_jsonl  # noqa: E402
+from o1code.training.prm import PRMTrainConfig, train_prm  # noqa: E402
+
+GOOD_PLAN = " Plan good: follow the statement (Action 1)"
+BAD_PLAN = " Plan bad: return nothing (Action 1)"
+
+
+class PlanPolicy:
+    """Step 1 is a good or a bad plan (alternating from call to call, and within a call's n samples);
+    step 2 is the problem's reference code after a good plan and a wrong function after a bad one, its
+    title naming the plan. So a step's value is learnable from its text (as the planted label of
+    test_prm.py), and a PRM that learned it picks the right answer on problems it never saw."""
+
+    def __init__(self, problems):
+        self.by_entry = {p.entry_point: p for p in problems}
+        self.plans = 0
+
+    def generate(self, prompts, params):
+        out = []
+        for prompt in prompts:
+            solution = prompt.rsplit("### Solution\n", 1)[1]
+            entry = re.findall(r"The function must be named `([^`]+)`", prompt)[-1]
+            depth = len(re.findall(r"^### Step \d+:", solution, flags=re.M)) - 1
+            texts = []
+            for i in range(params.n):
+                if depth == 0:
+                    texts.append((GOOD_PLAN, BAD_PLAN)[self.plans % 2])
+                    self.plans += 1
+                else:
+                    good = GOOD_PLAN in solution
+                    code = self.by_entry[entry].reference if good else f"def {entry}(*args):\n    return None"
+                    texts.append(f" Code of the {'good' if good else 'bad'} plan (Action 3)\n```python\n{code}\n```")
+            out.append([Completion(text=t, token_ids=[1] * 4, finish_reason="stop") for t in texts])
+        return out
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    return str(build_tiny_model(tmp_path_factory.mktemp("tiny")))
+
+
+def test_collect_refuses_the_test_split(tmp_path):
+    with pytest.raises(PipelineError, match="train split"):
+        collect(PRMCollectConfig(split="test", run_dir=str(tmp_path)), generator=PlanPolicy([]))
+
+
+def test_selectors():
+    samples = [{"score": 0.2, "reward_passed": True, "passed": True},
+               {"score": 0.9, "reward_passed": False, "passed": False},
+               {"score": 0.5, "reward_passed": True, "passed": False}]
+    import random
+
+    assert select(samples, "prm", random.Random(0)) is samples[1]
+    assert select(samples, "visible+prm", random.Random(0)) is samples[2]
+    assert select(samples, "visible+random", random.Random(0)) in (samples[0], samples[2])
+    assert trajectory_score([0.9, 0.1, 0.5], "last") == 0.5 and trajectory_score([0.9, 0.1], "min") == 0.1
+    assert trajectory_score([], "mean") == 0.0
+
+
+def test_prm_end_to_end(tiny, tmp_path):
+    train = load_dataset("mbpp", "train")
+    counts = collect(PRMCollectConfig(model="scripted", split="train", limit=6, rollouts=4, children=2,
+                                      max_steps=3, run_dir=str(tmp_path / "collect")),
+                     generator=PlanPolicy(train), progress=False)
+    rows = read_jsonl(counts["rows"])
+    assert counts["point_rows"] >= 8 and counts["pair_rows"] >= 4
+    assert {r["split"] for r in rows} == {"train"} and {r["task_id"] for r in rows} <= {p.task_id for p in train[:6]}
+    points = [r for r in rows if r["kind"] == "point"]
+    plan_value = {r["steps"][-1]: r["labels"][-1] for r in points if len(r["steps"]) == 1}
+    assert plan_value[GOOD_PLAN] > plan_value[BAD_PLAN]  # labels come from the search's values
+    assert all(r["win"].startswith((GOOD_PLAN, " Code of the good")) for r in rows if r["kind"] == "pair")
+
+    res = train_prm(PRMTrainConfig(model=tiny, data=counts["rows"], run_dir=str(tmp_path / "prm"), objective="both",
+                                   epochs=8, learning_rate=3e-3, batch_size=4, grad_accum=1, lr_scheduler="constant",
+                                   save_steps=1000, heldout_fraction=0.0, device="cpu", max_length=384))
+    assert res.loss[1] < res.loss[0]
+
+    valid = load_dataset("mbpp", "validation")
+    cfg = BestOfNConfig(prm=str(res.final_dir), model="scripted", split="validation", limit=3, n=4, max_steps=3,
+                        run_dir=str(tmp_path / "bon"))
+    summary = best_of_n(cfg, generator=PlanPolicy(valid))
+    assert summary["problems"] == 3 and summary["oracle_pass_at_n"] == 1.0
+    assert summary["pass_at_1"]["prm"] == 1.0  # the PRM prefers the good plan's code
+    assert summary["pass_at_1"]["visible+prm"] == 1.0
+    # resuming recomputes the summary from the committed samples without sampling again
+    assert best_of_n(cfg, generator=object()) == summary
+    assert (tmp_path / "bon" / "summary.md").read_text().count("|") > 10
