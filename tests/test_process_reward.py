@@ -3,7 +3,7 @@
 import pytest
 
 from o1code.data import get_problem
-from o1code.data.formats import build_prompt_prefix
+from o1code.data.formats import describe_problem
 from o1code.envs import CodeEnv, EnvError, EnvState
 from o1code.rewards import (
     PhiConfig,
@@ -105,9 +105,9 @@ def test_as_process_reward_picks_the_wrapper():
         as_process_reward(42)
 
 
-def test_default_question_is_the_prompt_without_examples_and_hidden_tests():
+def test_default_question_is_the_problem_as_shown_without_hidden_tests():
     q = default_question(P, "vanilla", "first")
-    assert q == build_prompt_prefix(P, "vanilla", "first", examples=False)
+    assert q == describe_problem(P, "first") == default_question(P, "pseudocode", "first")
     assert P.tests[0].strip() in q and P.tests[1].strip() not in q  # the reward tests, never the judging ones
 
 

@@ -30,24 +30,17 @@ from typing import Any, Callable, Sequence
 from o1code.agents import LLMAgent, LLMConfig
 from o1code.agents.llm import problem_seed
 from o1code.data import Problem
-from o1code.data.formats import describe_problem
 from o1code.data.trajectories import pairwise_examples, pointwise_examples, read_trajectories
 from o1code.envs import CodeEnv
 from o1code.pipeline.errors import PipelineError
 from o1code.pipeline.evaluate import EvalConfig, load_step_generator, run_eval, select_problems
+from o1code.rewards.process import default_question
 from o1code.runs import append_jsonl, pin_config, read_jsonl, write_atomic, write_jsonl
 
 log = logging.getLogger(__name__)
 
 SELECTORS = ("prm", "visible+prm", "random", "visible+random")
 AGGREGATES = ("last", "min", "mean")
-
-
-def prm_question(problem: Problem, show_tests: str) -> str:
-    """What the PRM reads as the question: the problem as the policy saw it (statement, the function to
-    write, the tests shown). The policy's fixed instructions and worked examples are left out: they are
-    the same for every problem, so they tell the PRM nothing, and they would triple its input."""
-    return describe_problem(problem, show_tests)
 
 
 # ---------------------------------------------------------------- collection
@@ -96,11 +89,11 @@ def prm_rows(trajectories: Path, problems: Sequence[Problem], mode: str, show_te
     for ex in pointwise_examples(records):
         value = ex.value if label == "soft" else float(ex.hard if ex.hard is not None else ex.value >= 0.5)
         rows.append({"kind": "point", "task_id": ex.task_id, "split": split,
-                     "question": prm_question(by_id[ex.task_id], show_tests),
+                     "question": default_question(by_id[ex.task_id], show_tests=show_tests),
                      "steps": [*ex.prefix, ex.step], "labels": [None] * len(ex.prefix) + [value]})
     for ex in pairwise_examples(records, margin):
         rows.append({"kind": "pair", "task_id": ex.task_id, "split": split,
-                     "question": prm_question(by_id[ex.task_id], show_tests),
+                     "question": default_question(by_id[ex.task_id], show_tests=show_tests),
                      "prefix": list(ex.prefix), "win": ex.chosen, "lose": ex.rejected})
     return rows
 
@@ -146,6 +139,8 @@ class BestOfNConfig:
     top_p: float = 0.95
     top_k: int = 40
     aggregate: str = field(default="last", metadata={"help": "a trajectory's score: last step, min or mean"})
+    rows: str = field(default="", metadata={"help": "held-out rows (`prm collect --split validation`) for step "
+                                            "AUC and pair accuracy; empty: best-of-N only", "metavar": "FILE"})
 
     def validate(self) -> None:
         if self.split == "train":
@@ -154,6 +149,8 @@ class BestOfNConfig:
             raise PipelineError(f"aggregate must be one of {', '.join(AGGREGATES)}")
         if self.n < 1:
             raise PipelineError("n must be >= 1")
+        if self.rows and not Path(self.rows).is_file():
+            raise PipelineError(f"no rows file {self.rows!r}")
 
 
 def trajectory_score(step_scores: Sequence[float], aggregate: str = "last") -> float:
@@ -221,7 +218,7 @@ def best_of_n(config: BestOfNConfig, generator: Any = None, prm: Any = None, san
             for k, problem in enumerate(todo, 1):
                 t0 = time.perf_counter()
                 samples = _sample_problem(env, generator, problem, config)
-                q = prm_question(problem, config.show_tests)
+                q = default_question(problem, show_tests=config.show_tests)
                 for s, scores in zip(samples, prm.score_batch([(q, s["steps"]) for s in samples])):
                     s["prm"] = scores  # per step; a trajectory's score is aggregated when summarising
                 row = {"task_id": problem.task_id, "known_bad": problem.known_bad, "samples": samples,
@@ -237,9 +234,31 @@ def best_of_n(config: BestOfNConfig, generator: Any = None, prm: Any = None, san
             if own_sandbox:
                 sandbox.close()
     summary = summarise_best_of_n(rows, config)
+    if config.rows:
+        summary["heldout"] = _row_metrics(config, prm)
     write_atomic(run / "summary.json", json.dumps(summary, indent=2))
     write_atomic(run / "summary.md", best_of_n_table(summary))
+    plot_best_of_n(summary, run / "summary.png")
     return summary
+
+
+def _row_metrics(config: BestOfNConfig, prm: Any) -> dict[str, Any]:
+    """Step AUC / accuracy / log-loss and pair accuracy of the PRM on held-out rows (cached in the run
+    directory: the PRM and the rows are pinned, so they cannot change)."""
+    from o1code.models.prm import ProcessRewardModel
+    from o1code.training.prm import evaluate_rows
+
+    cache = Path(config.run_dir) / "heldout.json"
+    if cache.is_file():
+        return json.loads(cache.read_text())
+    rows = read_jsonl(config.rows)
+    train = [r["task_id"] for r in rows if r.get("split") == "train"]
+    if train:
+        raise PipelineError(f"{config.rows} holds train-split rows ({train[0]} ...): held-out metrics need "
+                            "rows from `o1code prm collect --split validation`")
+    metrics = evaluate_rows(prm or ProcessRewardModel.load(config.prm), rows)
+    write_atomic(cache, json.dumps(metrics, indent=2))
+    return metrics
 
 
 def summarise_best_of_n(rows: Sequence[dict], config: BestOfNConfig) -> dict[str, Any]:
@@ -267,8 +286,35 @@ def best_of_n_table(summary: dict) -> str:
              f"(PRM score: {summary['aggregate']} step)", "", "| selector | Pass@1 |", "|---|---|"]
     lines += [f"| {sel} | {100 * v:.1f} |" for sel, v in summary["pass_at_1"].items()]
     lines += [f"| oracle pass@{summary['n']} (ceiling) | {100 * summary['oracle_pass_at_n']:.1f} |"]
+    held = summary.get("heldout")
+    if held:
+        auc = "-" if held.get("auc") is None else f"{held['auc']:.3f}"
+        pair = "-" if held.get("pair_accuracy") is None else f"{100 * held['pair_accuracy']:.1f}%"
+        lines += ["", f"held-out steps: AUC {auc}, accuracy {100 * held.get('accuracy', 0):.1f}% "
+                      f"({held.get('steps', 0)} steps); pair accuracy {pair} ({held.get('pairs', 0)} pairs)"]
     return "\n".join(lines) + "\n"
 
 
-__all__ = ["AGGREGATES", "BestOfNConfig", "PRMCollectConfig", "SELECTORS", "best_of_n", "best_of_n_table",
-           "collect", "prm_question", "prm_rows", "select", "summarise_best_of_n", "trajectory_score"]
+def plot_best_of_n(summary: dict, path: Path) -> None:
+    """A bar chart of Pass@1 per selector, with the oracle ceiling as a line; saved as PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sels = list(summary["pass_at_1"])
+    fig, ax = plt.subplots(figsize=(5, 3.4))
+    ax.bar(sels, [100 * summary["pass_at_1"][s] for s in sels])
+    ax.axhline(100 * summary["oracle_pass_at_n"], color="gray", linestyle="--", label=f"oracle pass@{summary['n']}")
+    ax.set_ylabel("Pass@1 (hidden tests), %")
+    ax.set_ylim(0, 100)
+    ax.set_title(f"best-of-{summary['n']}, {summary['problems']} {summary['split']} problems", fontsize=9)
+    ax.legend(fontsize=7)
+    ax.tick_params(axis="x", labelsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+__all__ = ["AGGREGATES", "BestOfNConfig", "PRMCollectConfig", "SELECTORS", "best_of_n", "best_of_n_table", "plot_best_of_n",
+           "collect", "prm_rows", "select", "summarise_best_of_n", "trajectory_score"]

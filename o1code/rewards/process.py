@@ -25,7 +25,7 @@ from __future__ import annotations
 from typing import Any, Callable, Protocol, Sequence, runtime_checkable
 
 from o1code.data import Problem
-from o1code.data.formats import build_prompt_prefix
+from o1code.data.formats import describe_problem
 from o1code.rewards.errors import RewardError
 
 #: A prefix to score: the problem and the steps so far (the last one is the step scored).
@@ -105,10 +105,13 @@ class PrefixValueFn(ProcessRewardBase):
 
 
 def default_question(problem: Problem, mode: str = "pseudocode", show_tests: str = "first") -> str:
-    """The question a PRM reads: the policy's prompt without its worked examples (instructions, the
-    problem with the tests the policy was shown, ``### Solution``), as `o1code.pipeline.prm` trains it:
-    ``build_prompt_prefix(problem, mode, show_tests, examples=False)``."""
-    return build_prompt_prefix(problem, mode, show_tests, examples=False)
+    """The question a PRM reads: the problem as the policy saw it (statement, the function to write,
+    the tests shown: ``describe_problem(problem, show_tests)``), as `o1code.pipeline.prm` trains it.
+    The policy's fixed instructions and worked examples are left out: the same for every problem, they
+    tell the PRM nothing and would triple its input. `mode` is accepted for symmetry with the policy's
+    prompt and does not change the text (the steps carry the mode's format)."""
+    del mode
+    return describe_problem(problem, show_tests)
 
 
 class QuestionScorer(ProcessRewardBase):
