@@ -7,8 +7,10 @@ import pytest
 pytest.importorskip("peft")
 
 from o1code.data import load_dataset  # noqa: E402
+from o1code.data.trajectories import read_trajectories  # noqa: E402
 from o1code.models import Completion  # noqa: E402
 from o1code.models.tiny import build_tiny_model  # noqa: E402
+from o1code.pipeline import EvalConfig, run_eval  # noqa: E402
 from o1code.pipeline.errors import PipelineError  # noqa: E402
 from o1code.pipeline.prm import (BestOfNConfig, PRMCollectConfig, best_of_n, collect, select,  # noqa: E402
                                  trajectory_score)
@@ -99,3 +101,14 @@ def test_prm_end_to_end(tiny, tmp_path):
     # resuming recomputes the summary from the committed samples without sampling again
     assert best_of_n(cfg, generator=object()) == summary
     assert (tmp_path / "bon" / "summary.md").read_text().count("|") > 10
+
+    # the PRM guides MCTS in `o1code eval --prm`: nodes carry its values, and a good plan outscores a bad one
+    ev = EvalConfig(agent="mcts", mode="pseudocode", split="validation", limit=2, rollouts=4, children=2,
+                    max_steps=3, prm=str(res.final_dir), run_dir=str(tmp_path / "eval"))
+    run_eval(ev, generator=PlanPolicy(valid), progress=False)
+    plans = {}
+    for rec in read_trajectories(tmp_path / "eval" / "trajectories.jsonl"):
+        plans.setdefault(rec.steps[0].text, set()).add(rec.steps[0].prm)
+    assert min(plans[GOOD_PLAN]) > max(plans[BAD_PLAN])
+    with pytest.raises(PipelineError, match="agent mcts"):
+        EvalConfig(agent="greedy", prm=str(res.final_dir)).validate()

@@ -115,6 +115,11 @@ class EvalConfig:
         "budgets)", metavar="S", flags=("--time-budget",)))
     keep_best_terminal: bool = field(default=MCTSConfig.keep_best_terminal, metadata=_help(
         "MCTS: an expansion that samples terminal steps keeps only the best one"))
+    # None-valued by default so that run directories pinned before these keys existed still resume
+    prm: str | None = field(default=None, metadata=_help(
+        "MCTS: a trained process reward model (`o1code prm train`'s RUN/final) scoring new nodes", metavar="DIR"))
+    value_weight: float | None = field(default=None, metadata=_help(
+        "MCTS: weight of the PRM's value in UCT selection (default 1 with --prm)", metavar="W"))
 
     def validate(self) -> EvalConfig:
         if self.agent not in AGENTS:
@@ -133,6 +138,10 @@ class EvalConfig:
             raise PipelineError(f"unknown tests {self.tests!r}; choose visible, tcg, tcg:MODEL or dataset (oracle)")
         if self.show_tests not in SHOW_TESTS:
             raise PipelineError(f"unknown show_tests {self.show_tests!r}; choose none, first or all")
+        if self.prm and self.agent != "mcts":
+            raise PipelineError("--prm guides the MCTS search: use --agent mcts (best-of-N: `o1code prm eval`)")
+        if self.value_weight is not None and not self.prm:
+            raise PipelineError("value_weight weighs a PRM's values: give --prm too")
         return self
 
     @property
@@ -157,6 +166,13 @@ class EvalConfig:
 
 #: EvalConfig fields a resumed run may change: they pick or count problems, not their results.
 UNPINNED = frozenset({"run_dir", "limit", "tasks", "include_known_bad"})
+
+
+def load_prm(path: str) -> Any:
+    """The trained PRM in directory `path` (`o1code.models.prm.ProcessRewardModel.load`)."""
+    from o1code.models.prm import ProcessRewardModel
+
+    return ProcessRewardModel.load(path)
 
 
 def load_step_generator(spec: str) -> Generator:
@@ -385,7 +401,9 @@ def run_eval(
                     rollouts=config.rollouts, time_budget_s=config.time_budget_s, children=config.children,
                     exploration=config.exploration, temperature=config.temperature, top_p=config.top_p,
                     top_k=config.top_k, max_step_tokens=config.max_step_tokens,
-                    keep_best_terminal=config.keep_best_terminal, seed=config.seed))
+                    keep_best_terminal=config.keep_best_terminal, seed=config.seed,
+                    value_weight=(1.0 if config.value_weight is None else config.value_weight) if config.prm else 0.0),
+                    value_fn=load_prm(config.prm) if config.prm else None)
             else:
                 greedy = config.agent == "greedy"
                 agent = LLMAgent(generator, LLMConfig(
