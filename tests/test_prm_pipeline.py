@@ -112,3 +112,14 @@ def test_prm_end_to_end(tiny, tmp_path):
     assert min(plans[GOOD_PLAN]) > max(plans[BAD_PLAN])
     with pytest.raises(PipelineError, match="agent mcts"):
         EvalConfig(agent="greedy", prm=str(res.final_dir)).validate()
+
+
+def test_prm_cli_refuses_bad_input_in_one_line(tmp_path, capsys):
+    from o1code.cli import main
+
+    assert main(["prm", "collect", "--split", "test", "--run-dir", str(tmp_path / "c")]) == 2
+    assert main(["prm", "eval", "--prm", str(tmp_path / "none"), "--run-dir", str(tmp_path / "e")]) == 2
+    assert main(["prm", "train", "--objective", "listwise"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 3 and all(line.startswith("o1code: error:") for line in err)
+    assert "train split" in err[0] and "prm.json" in err[1] and "objective" in err[2]

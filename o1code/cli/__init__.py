@@ -16,6 +16,7 @@ from typing import Sequence
 from o1code import __version__
 from o1code.cli.demo import add_demo_command
 from o1code.cli.eval import add_eval_command
+from o1code.cli.prm import add_prm_command
 from o1code.cli.problems import add_problems_command
 from o1code.errors import O1CodeError
 from o1code.pipeline.tcg import add_tcg_commands
@@ -40,6 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_problems_command(commands)
     add_eval_command(commands)
     add_tcg_commands(commands)
+    add_prm_command(commands)
     add_demo_command(commands)
     return parser
 
