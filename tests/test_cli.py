@@ -243,3 +243,25 @@ def test_dataclass_flag_helper():
     assert config_from_args(Toy, parser.parse_args([])) == Toy()
     args = parser.parse_args(["--ids", "1,2", "-n", "y", "--no-flag", "--rate", "2"])
     assert config_from_args(Toy, args) == Toy(rate=2.0, ids=[1, 2], name="y", flag=False)
+
+
+def test_tcg_flags_come_from_the_config_dataclasses(capsys, tmp_path):
+    from o1code.pipeline.tcg import TCGEvalConfig, TCGTrainConfig
+    from o1code.rewards import TCGConfig
+
+    with pytest.raises(SystemExit):
+        main(["tcg", "train", "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert f"checkpoint every N steps (default: {TCGTrainConfig.save_steps})" in out
+    assert "--lr LEARNING_RATE, --learning-rate LEARNING_RATE" in out and "--full" in out and "--config TOML" in out
+    with pytest.raises(SystemExit):
+        main(["tcg", "eval", "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert f"(default: {TCGConfig.k})" in out and f"(default: {TCGEvalConfig.run_dir})" in out
+    assert "--problems JSONL, --problems-jsonl JSONL" in out and "--cache-dir" not in out
+    assert out.count("--timeout-s") == 2  # usage + option: the eval's own, once
+    cfg = tmp_path / "tcg.toml"
+    cfg.write_text("[tcg]\nkk = 1\n")
+    assert main(["tcg", "eval", "--config", str(cfg)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("o1code: error: ") and "[tcg]: unknown config keys: kk (valid keys: k," in err

@@ -14,7 +14,7 @@ from o1code.data import Problem, get_problem
 from o1code.models import Completion
 from o1code.pipeline.tcg import (
     TCGEvalConfig,
-    add_tcg_commands,
+    TCGTrainConfig,
     build_tcg_examples,
     evaluate_problem,
     run_tcg_eval,
@@ -546,13 +546,73 @@ def test_sft_and_dpo_records():
     assert shown not in [c.call for c in parse_cases(sft2[0]["completion"], good.entry_point)]
 
 
-def test_cli_parsers():
+def _tcg_parser():
     import argparse
 
+    from o1code.cli.tcg import add_tcg_command
+
     parser = argparse.ArgumentParser()
-    add_tcg_commands(parser.add_subparsers(dest="command"))
-    a = parser.parse_args(["tcg", "eval", "--model", "hf:x", "--split", "validation", "--limit", "5", "--run-dir", "r"])
-    assert (a.model, a.limit, a.run_dir, a.k, a.func.__name__) == ("hf:x", 5, "r", 3, "_cmd_eval")
-    assert (a.sample_wrong, a.wrong_model, a.max_mutants) == (4, "", 5)  # real wrong solutions by default
-    t = parser.parse_args(["tcg", "train", "--sft-steps", "3", "--dpo-steps", "2", "--out-dir", "o"])
-    assert (t.sft_steps, t.dpo_steps, t.lr, t.beta, t.func.__name__) == (3, 2, 5e-4, 0.1, "_cmd_train")
+    add_tcg_command(parser.add_subparsers(dest="command"))
+    return parser
+
+
+def test_cli_parsers():
+    from o1code.cli.tcg import eval_config, train_config
+
+    parser = _tcg_parser()
+    # The README's two commands.
+    a = parser.parse_args(["tcg", "eval", "--model", "hf:runs/tcg/final", "--split", "validation", "--limit", "20",
+                           "--run-dir", "runs/tcg-eval"])
+    e = eval_config(a)
+    assert (e.model, e.split, e.limit, e.run_dir, e.tcg.k, a.func.__name__) == (
+        "hf:runs/tcg/final", "validation", 20, "runs/tcg-eval", 3, "cmd_eval")
+    assert (e.sample_wrong, e.wrong_model, e.max_mutants) == (4, "", 5)  # real wrong solutions by default
+    assert e == TCGEvalConfig(model="hf:runs/tcg/final", limit=20)
+    t = parser.parse_args(["tcg", "train", "--model", "default", "--split", "train", "--sft-steps", "60",
+                           "--dpo-steps", "40", "--out-dir", "runs/tcg"])
+    c = train_config(t)
+    assert (c.sft_max_steps, c.dpo_max_steps, c.learning_rate, c.beta, t.func.__name__) == (60, 40, 5e-4, 0.1,
+                                                                                            "cmd_train")
+    assert c == TCGTrainConfig(sft_max_steps=60, dpo_max_steps=40)
+
+
+def test_cli_flag_aliases_and_shortcuts():
+    from o1code.cli.tcg import eval_config, train_config
+
+    parser = _tcg_parser()
+    c = train_config(parser.parse_args(["tcg", "train", "--lr", "1e-3", "--full", "--exclude-example", "--epochs", "2",
+                                        "--extra-jsonl", "a.jsonl,b.jsonl", "--extra-jsonl", "c.jsonl"]))
+    assert (c.learning_rate, c.lora, c.include_example, c.sft_epochs, c.dpo_epochs) == (1e-3, False, False, 2.0, 2.0)
+    assert c.extra_jsonl == ["a.jsonl", "b.jsonl", "c.jsonl"]
+    c = train_config(parser.parse_args(["tcg", "train", "--learning-rate", "2e-3", "--no-lora", "--no-include-example",
+                                        "--sft-max-steps", "5", "--epochs", "2", "--dpo-epochs", "3"]))
+    assert (c.learning_rate, c.lora, c.include_example, c.sft_max_steps) == (2e-3, False, False, 5)
+    assert (c.sft_epochs, c.dpo_epochs) == (2.0, 3.0)  # a stage's own flag beats --epochs
+    assert train_config(parser.parse_args(["tcg", "train"])) == TCGTrainConfig()
+    # timeout_s is the eval's own (the wrong solutions' limit); the TCG's stays its default.
+    e = eval_config(parser.parse_args(["tcg", "eval", "--problems", "p.jsonl", "--timeout-s", "9", "--k", "4",
+                                       "--n-samples", "2", "--temperature", "0.2", "--max-tokens", "99", "--seed", "7",
+                                       "--wrong-samples", "w.jsonl"]))
+    assert (e.problems_jsonl, e.timeout_s, e.wrong_samples) == ("p.jsonl", 9.0, "w.jsonl")
+    assert e.tcg == TCGConfig(k=4, n_samples=2, temperature=0.2, max_tokens=99, seed=7)
+    assert eval_config(parser.parse_args(["tcg", "eval"])) == TCGEvalConfig()
+
+
+def test_cli_config_file(tmp_path):
+    from o1code.cli.tcg import eval_config, train_config
+    from o1code.errors import ConfigError
+
+    parser = _tcg_parser()
+    path = tmp_path / "tcg.toml"
+    path.write_text('model = "hf:m"\nlimit = 7\ntimeout_s = 6.0\n[tcg]\nk = 5\ntemperature = 0.1\n')
+    e = eval_config(parser.parse_args(["tcg", "eval", "--config", str(path), "--limit", "2", "--temperature", "0.3"]))
+    assert (e.model, e.limit, e.timeout_s, e.tcg.k, e.tcg.temperature, e.tcg.timeout_s) == ("hf:m", 2, 6.0, 5, 0.3, 4.0)
+    path.write_text("[tcg]\nkk = 5\n")
+    with pytest.raises(ConfigError, match=r"\[tcg\]: unknown config keys: kk"):
+        eval_config(parser.parse_args(["tcg", "eval", "--config", str(path)]))
+    path.write_text("sft_max_steps = 3\nsft_epochs = 4.0\nlora_targets = [\"q_proj\"]\n")
+    c = train_config(parser.parse_args(["tcg", "train", "--config", str(path), "--epochs", "2"]))
+    assert (c.sft_max_steps, c.sft_epochs, c.dpo_epochs, c.lora_targets) == (3, 2.0, 2.0, ["q_proj"])
+    path.write_text("epochs = 2\n")
+    with pytest.raises(ConfigError, match="unknown config keys: epochs"):
+        train_config(parser.parse_args(["tcg", "train", "--config", str(path)]))

@@ -1,6 +1,6 @@
 """The `o1code` command line: `o1code --help` lists the commands.
 
-One module per command (`problems`, `eval`, `demo`; ``tcg`` comes from `o1code.pipeline.tcg`), each
+One module per command (`problems`, `eval`, `tcg`, `prm`, `demo`), each
 with an ``add_*_command(subparsers)``; `config` turns a settings dataclass into flags and reads
 ``--config`` TOML files into it. `main` assembles the parser and turns every `O1CodeError` into one
 line on stderr and exit status 2.
@@ -18,8 +18,8 @@ from o1code.cli.demo import add_demo_command
 from o1code.cli.eval import add_eval_command
 from o1code.cli.prm import add_prm_command
 from o1code.cli.problems import add_problems_command
+from o1code.cli.tcg import add_tcg_command
 from o1code.errors import O1CodeError
-from o1code.pipeline.tcg import add_tcg_commands
 
 log = logging.getLogger("o1code")
 
@@ -40,7 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     add_problems_command(commands)
     add_eval_command(commands)
-    add_tcg_commands(commands)
+    add_tcg_command(commands)
     add_prm_command(commands)
     add_demo_command(commands)
     return parser

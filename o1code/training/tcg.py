@@ -78,25 +78,27 @@ class TCGTrainConfig:
     extra_jsonl: list[str] = field(default_factory=list)
     limit: int = 0
     lora: bool = True
-    lora_r: int = 8
-    lora_alpha: int = 16
-    lora_dropout: float = 0.05
+    lora_r: int = field(default=8, metadata={"help": "LoRA rank (the paper: r = 1 QLoRA on all projections)"})
+    lora_alpha: int = field(default=16, metadata={"help": "LoRA alpha"})
+    lora_dropout: float = field(default=0.05, metadata={"help": "LoRA dropout"})
     lora_targets: tuple[str, ...] | None = None
-    learning_rate: float = 5e-4
+    learning_rate: float = field(default=5e-4, metadata={"flags": ("--lr", "--learning-rate")})
     beta: float = 0.1
-    sft_epochs: float = 1.0
-    dpo_epochs: float = 1.0
-    sft_max_steps: int = 0
-    dpo_max_steps: int = 0
-    batch_size: int = 1
-    grad_accum: int = 1
+    sft_epochs: float = field(default=1.0, metadata={"help": "SFT epochs (ignored when the SFT steps are > 0)"})
+    dpo_epochs: float = field(default=1.0, metadata={"help": "DPO epochs (ignored when the DPO steps are > 0)"})
+    sft_max_steps: int = field(default=0, metadata={"flags": ("--sft-steps", "--sft-max-steps"),
+                                                    "help": "SFT optimizer steps (0: use the epochs; -1 skips SFT)"})
+    dpo_max_steps: int = field(default=0, metadata={"flags": ("--dpo-steps", "--dpo-max-steps"),
+                                                    "help": "DPO optimizer steps (0: use the epochs; -1 skips DPO)"})
+    batch_size: int = field(default=1, metadata={"help": "micro-batch size"})
+    grad_accum: int = field(default=1, metadata={"help": "gradient accumulation steps"})
     max_length: int = 1024
-    warmup_ratio: float = 0.0
-    weight_decay: float = 0.01
-    lr_scheduler: str = "cosine"
-    logging_steps: int = 1
-    save_steps: int = 20
-    save_total_limit: int = 2
+    warmup_ratio: float = field(default=0.0, metadata={"help": "learning-rate warmup, as a share of the steps"})
+    weight_decay: float = field(default=0.01, metadata={"help": "weight decay"})
+    lr_scheduler: str = field(default="cosine", metadata={"help": "learning-rate schedule (transformers' names)"})
+    logging_steps: int = field(default=1, metadata={"help": "log TensorBoard scalars every N steps"})
+    save_steps: int = field(default=20, metadata={"help": "checkpoint every N steps"})
+    save_total_limit: int = field(default=2, metadata={"help": "keep at most N checkpoints per stage"})
     seed: int = 0
     show_example: bool = True
     include_example: bool = True

@@ -47,14 +47,14 @@ class TCGEvalConfig:
 
     model: str = "default"
     split: str = "validation"
-    problems_jsonl: str = ""
+    problems_jsonl: str = field(default="", metadata={"flags": ("--problems", "--problems-jsonl"), "metavar": "JSONL"})
     limit: int = 0
     run_dir: str = "runs/tcg-eval"
     tcg: TCGConfig = field(default_factory=TCGConfig)
     max_mutants: int = 5
-    wrong_samples: str = ""
-    sample_wrong: int = 4
-    wrong_model: str = ""
+    wrong_samples: str = field(default="", metadata={"metavar": "JSONL"})
+    sample_wrong: int = field(default=4, metadata={"metavar": "N"})
+    wrong_model: str = field(default="", metadata={"metavar": "SPEC"})
     workers: int = 2
     timeout_s: float = 4.0
 
