@@ -178,7 +178,9 @@ def load_prm(path: str) -> Any:
 def load_step_generator(spec: str) -> Generator:
     """Load a model for step-by-step prompts: raw completion, no chat template, because the env's
     prompt is the exact text to continue (OpenAI-compatible servers' /v1/completions are raw)."""
-    if spec.startswith("openai:"):
+    from o1code.models import parse_spec
+
+    if parse_spec(spec).kind == "openai":
         return load_generator(spec)
     return load_generator(spec, chat_template=False)
 
