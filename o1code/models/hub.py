@@ -19,6 +19,7 @@ model, tok = load_causal_lm("hf:runs/tcg/final", dtype="bfloat16")
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any, Sequence
 
 from .errors import MissingExtraError, ModelFileError
@@ -133,6 +134,22 @@ def load_causal_lm(spec: str | ModelSpec, *, gguf_file: str | None = None, dtype
     return _model(src, kw, dtype, trust_remote_code, label), _tokenizer(src, kw, trust_remote_code, label)
 
 
+def load_trained(directory: str | Path, base: str | ModelSpec, *, lora: bool, dtype: Any = None,
+                 what: str = "model") -> tuple[Any, Any]:
+    """``(model, tokenizer)`` saved by ``model.save_pretrained(directory)`` and
+    ``tokenizer.save_pretrained(directory)`` (a `Policy`'s or the PRM's weights): with `lora`, the
+    `base` model (a spec, loaded as `load_model` does) wrapped with the saved adapters, trainable;
+    else the full weights in `directory`. The directory is read as it is, never parsed as a spec."""
+    saved = str(directory)
+    tok = load_tokenizer(saved, gguf_file="", what=what)
+    if lora:
+        model = import_peft().PeftModel.from_pretrained(load_model(base, dtype=dtype, what=f"{what} base model"),
+                                                        saved, is_trainable=True)
+    else:
+        model = load_model(saved, gguf_file="", dtype=dtype, what=what)
+    return model, tok
+
+
 def lora_config(r: int = 8, alpha: int = 16, dropout: float = 0.0,
                 target_modules: Sequence[str] | str | None = None) -> Any:
     """A peft ``LoraConfig`` for a causal LM; `target_modules` None (or empty) means `LORA_ALL_LINEAR`."""
@@ -144,4 +161,4 @@ def lora_config(r: int = 8, alpha: int = 16, dropout: float = 0.0,
 
 
 __all__ = ["LORA_ALL_LINEAR", "ensure_pad_token", "import_peft", "load_causal_lm", "load_model",
-           "load_tokenizer", "lora_config", "resolve_dtype"]
+           "load_tokenizer", "load_trained", "lora_config", "resolve_dtype"]

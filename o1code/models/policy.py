@@ -18,7 +18,7 @@ from torch import nn
 
 from .base import apply_chat_template
 from .errors import ModelFileError
-from .hub import ensure_pad_token, import_peft, load_model, load_tokenizer, lora_config, resolve_dtype
+from .hub import ensure_pad_token, import_peft, load_model, load_tokenizer, load_trained, lora_config, resolve_dtype
 from .loader import transformers_source
 
 log = logging.getLogger(__name__)
@@ -153,13 +153,7 @@ class Policy(nn.Module):
             raise ModelFileError(f"no saved Policy in {d} (policy.json missing)")
         cfg = PolicyConfig(**{**json.loads((d / "policy.json").read_text()), **overrides})
         dtype = resolve_dtype(cfg.dtype)
-        saved = str(d / "model")  # a directory written by save(): loaded as it is, not parsed as a spec
-        tok = load_tokenizer(saved, gguf_file="", what="saved policy")
-        if cfg.lora:
-            base = load_model(cfg.model, dtype=dtype, what="policy base model")
-            model = import_peft().PeftModel.from_pretrained(base, saved, is_trainable=True)
-        else:
-            model = load_model(saved, gguf_file="", dtype=dtype, what="saved policy")
+        model, tok = load_trained(d / "model", cfg.model, lora=cfg.lora, dtype=dtype, what="saved policy")
         head = nn.Linear(model.get_input_embeddings().embedding_dim, 1)
         head.load_state_dict(torch.load(d / "value_head.pt", map_location="cpu"))
         return cls(cfg, model=model, tokenizer=tok, value_head=head)

@@ -33,7 +33,7 @@ from o1code.data.formats import format_steps
 
 from .base import apply_chat_template
 from .errors import InvalidParamsError, ModelFileError
-from .hub import ensure_pad_token, import_peft, load_model, load_tokenizer, lora_config, resolve_dtype
+from .hub import ensure_pad_token, import_peft, load_model, load_tokenizer, load_trained, lora_config, resolve_dtype
 
 log = logging.getLogger(__name__)
 
@@ -168,13 +168,8 @@ class ProcessRewardModel(torch.nn.Module):
         known = {f.name for f in fields(PRMConfig)}
         config = PRMConfig(**{k: v for k, v in {**json.loads((d / "prm.json").read_text()), **overrides}.items()
                               if k in known})
-        tokenizer = load_tokenizer(str(d / "weights"), what="PRM")
         dtype = resolve_dtype(config.dtype, config.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        if config.lora:
-            base = load_model(config.model, dtype=dtype, what="PRM backbone")
-            model = import_peft().PeftModel.from_pretrained(base, str(d / "weights"), is_trainable=True)
-        else:
-            model = load_model(str(d / "weights"), dtype=dtype, what="PRM")
+        model, tokenizer = load_trained(d / "weights", config.model, lora=config.lora, dtype=dtype, what="PRM")
         return cls(config, model=model, tokenizer=tokenizer)
 
 
