@@ -3,8 +3,9 @@
 PYTHON ?= python3
 VENV ?= .venv
 TORCH_SPEC ?= torch==2.13.0
-# model: the offline default model; llamacpp: its fast CPU backend (llama-cpp-python builds from source)
-EXTRAS ?= dev,model,llamacpp
+# model: the offline default model; llamacpp: its fast CPU backend (llama-cpp-python builds from source);
+# distributed: Ray, so that the RaySandbox and `eval --ray` tests run too
+EXTRAS ?= dev,model,llamacpp,distributed
 PYTEST_ARGS ?=
 
 STAMP := $(VENV)/.installed

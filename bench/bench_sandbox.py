@@ -11,8 +11,15 @@ is no sandbox_error and nothing leaked: processes (every process whose command l
 worker below this process, before/after and after close), this process's open fds and threads, files
 in the host temp dir, and the sandbox's own /tmp and /dev/shm (listed by a probe sample).
 
+Ray mode (`--ray`, needs the distributed extra): the MBPP references through `RaySandbox` (a local
+Ray of 2 CPUs, 2 actors of 1 CPU, each a `LocalSandbox` of 1 worker) and through `LocalSandbox(workers=2)`
+in the same run, alternating, `--rounds` times; prints the median runs/s of each and their ratio
+(batched `run_many`, and `run` from 2 callers), the per-call latency of a trivial sample (the
+dispatch overhead), and the driver's CPU time per call (where one driver process saturates).
+
     python bench/bench_sandbox.py [--baseline-limit N]
     python bench/bench_sandbox.py --soak 10000
+    python bench/bench_sandbox.py --ray [--rounds 3] [--ray-limit N]
 """
 
 from __future__ import annotations
@@ -257,11 +264,80 @@ def soak(args):
     return 0 if ok else 1
 
 
+# ----------------------------------------------------------------------------------------- ray
+
+def ray_bench(args):
+    import ray
+
+    from o1code.distributed import RaySandbox
+
+    ps = [p for p in problems() if p.task_id != "mbpp/123"]  # 123: ~2.5 s of CPU alone (see bench())
+    ps = ps[: args.ray_limit] if args.ray_limit else ps
+    jobs = [Job(p.reference, p.tests, p.setup_code, 20.0) for p in ps]
+    trivial = ("def f():\n    return 1", ["assert f() == 1"])
+    print(f"machine: {os.cpu_count()} cpus, load average {os.getloadavg()[0]:.2f}; {len(jobs)} MBPP references "
+          f"(w/o mbpp/123), {args.rounds} rounds, medians")
+    ray.init(num_cpus=CALLERS, include_dashboard=False, log_to_driver=False)
+    figures = collections.defaultdict(list)
+    try:
+        with LocalSandbox(workers=CALLERS) as local, RaySandbox(actors=CALLERS, num_cpus=1) as remote:
+            print(f"isolation: local {local.isolation_summary}; ray {remote.isolation_summary} "
+                  f"({len(remote.nodes)} actors on {sorted({n['host'] for n in remote.nodes})})")
+            for sb in (local, remote):  # warm-up
+                sb.run_many(jobs[:50])
+            for rnd in range(args.rounds):
+                for name, sb in (("local", local), ("ray", remote)):
+                    c0, t0 = time.process_time(), time.perf_counter()
+                    rs = sb.run_many(jobs)
+                    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+                    bad = sum(r.verdict is Verdict.SANDBOX_ERROR for r in rs)
+                    figures[f"{name} run_many"].append(len(jobs) / wall)
+                    figures[f"{name} run_many cpu"].append(1000 * cpu / len(jobs))
+                    c0 = time.process_time()
+                    _, lat, wall = drive(jobs, lambda j: sb.run(j.code, j.tests, j.setup_code, j.timeout_s))
+                    figures[f"{name} run"].append(len(jobs) / wall)
+                    figures[f"{name} run p50"].append(1000 * statistics.median(lat))
+                    figures[f"{name} run cpu"].append(1000 * (time.process_time() - c0) / len(jobs))
+                    c0 = time.process_time()
+                    lat = []
+                    for _ in range(args.trivial):
+                        t = time.perf_counter()
+                        sb.run(*trivial)
+                        lat.append(time.perf_counter() - t)
+                    figures[f"{name} trivial p50"].append(1000 * statistics.median(lat))
+                    figures[f"{name} trivial cpu"].append(1000 * (time.process_time() - c0) / args.trivial)
+                    print(f"round {rnd + 1} {name:<5}: run_many {figures[f'{name} run_many'][-1]:6.1f} runs/s "
+                          f"(sandbox_error {bad}), run x{CALLERS} {figures[f'{name} run'][-1]:6.1f} runs/s, "
+                          f"trivial p50 {figures[f'{name} trivial p50'][-1]:.2f} ms; load {os.getloadavg()[0]:.2f}")
+    finally:
+        ray.shutdown()
+    m = {k: statistics.median(v) for k, v in figures.items()}
+    for mode in ("run_many", "run"):
+        print(f"{mode + ':':<10} local {m[f'local {mode}']:7.1f} runs/s   ray {m[f'ray {mode}']:7.1f} runs/s   "
+              f"ratio ray/local x{m[f'ray {mode}'] / m[f'local {mode}']:.2f}")
+    print(f"run p50 latency (MBPP, {CALLERS} callers): local {m['local run p50']:.2f} ms, ray {m['ray run p50']:.2f} ms")
+    over = m["ray trivial p50"] - m["local trivial p50"]
+    print(f"per-call overhead (trivial sample, serial, p50): local {m['local trivial p50']:.2f} ms, "
+          f"ray {m['ray trivial p50']:.2f} ms -> +{over:.2f} ms per call")
+    print(f"driver CPU per call: ray run {m['ray run cpu']:.2f} ms (trivial {m['ray trivial cpu']:.2f} ms), ray run_many "
+          f"{m['ray run_many cpu']:.2f} ms; local run {m['local run cpu']:.2f} ms, local run_many "
+          f"{m['local run_many cpu']:.2f} ms")
+    print(f"one driver core saturates at ~{1000 / m['ray run cpu']:.0f} calls/s with run, "
+          f"~{1000 / m['ray run_many cpu']:.0f} runs/s with batched run_many")
+    return 0
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--soak", type=int, default=0, help="run the soak test with this many runs")
     ap.add_argument("--baseline-limit", type=int, default=0, help="baseline on the first N problems only")
+    ap.add_argument("--ray", action="store_true", help="RaySandbox vs LocalSandbox (needs the distributed extra)")
+    ap.add_argument("--rounds", type=int, default=3, help="--ray: rounds (medians over them)")
+    ap.add_argument("--ray-limit", type=int, default=0, help="--ray: the first N references only")
+    ap.add_argument("--trivial", type=int, default=200, help="--ray: trivial samples per round (per-call overhead)")
     args = ap.parse_args(argv)
+    if args.ray:
+        return ray_bench(args)
     if args.soak:
         return soak(args)
     bench(args)

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import json
 import logging
 import time
@@ -120,6 +121,11 @@ class EvalConfig:
         "MCTS: a trained process reward model (`o1code prm train`'s RUN/final) scoring new nodes", metavar="DIR"))
     value_weight: float | None = field(default=None, metadata=_help(
         "MCTS: weight of the PRM's value in UCT selection (default 1 with --prm)", metavar="W"))
+    # Where the problems run, not what they give: unpinned, a run may resume locally or on Ray
+    ray: str | None = field(default=None, metadata=_help(
+        "play the problems on Ray worker actors (the distributed extra): local (start Ray here), auto (join this "
+        "machine's cluster, `ray start --head`) or a cluster ADDRESS; this process still writes the run directory",
+        metavar="ADDRESS"))
 
     def validate(self) -> EvalConfig:
         if self.agent not in AGENTS:
@@ -165,7 +171,7 @@ class EvalConfig:
 
 
 #: EvalConfig fields a resumed run may change: they pick or count problems, not their results.
-UNPINNED = frozenset({"run_dir", "limit", "tasks", "include_known_bad"})
+UNPINNED = frozenset({"run_dir", "limit", "tasks", "include_known_bad", "ray"})
 
 
 def load_prm(path: str) -> Any:
@@ -262,6 +268,17 @@ def _search(env: CodeEnv, agent: MCTSAgent, problem: Problem, config: EvalConfig
         "code": answer.info.get("code") if answer else None,
         "trace": list(answer.state.steps) if answer else [],
     }
+
+
+def _solve(env: CodeEnv, agent: Any, config: EvalConfig, isolation: str, problem: Problem, trajectories: Path,
+           on_rollout: Callable | None = None) -> dict[str, Any]:
+    """The result row of one problem (MCTS appends its trajectories to `trajectories` first): what
+    the local loop and each Ray worker of `o1code.distributed.eval` run per problem."""
+    if config.agent == "mcts":
+        row = _search(env, agent, problem, config, trajectories, on_rollout)
+    else:
+        row = _play(env, agent, problem)
+    return {"task_id": problem.task_id, "known_bad": problem.known_bad, **row, "sandbox": isolation}
 
 
 def summarise(rows: Sequence[dict], config: EvalConfig) -> dict[str, Any]:
@@ -365,12 +382,17 @@ def run_eval(
     on_rollout: Callable | None = None,
     on_problem: Callable[[dict], None] | None = None,
     sandbox: Sandbox | None = None,
+    serve: Callable[[Callable], Any] | None = None,
 ) -> dict[str, Any]:
     """Evaluate one agent/mode/model; resumes a run directory that has finished problems.
 
     `sandbox` runs the code (default: a `LocalSandbox` of one worker, started before the model
     loads, so a machine that cannot confine code refuses at once). Returns the summary dict
-    (also written to the run directory with the table and plot).
+    (also written to the run directory with the table and plot). With ``config.ray`` the problems
+    are played by Ray worker actors (`o1code.distributed.evaluate_on_ray`); this process appends
+    their results as they arrive. `serve` is for those workers: once the env and agent are built,
+    run_eval returns ``serve(solve)`` instead of playing, where ``solve(problem, trajectories_path)``
+    gives one problem's result row (`sandbox` must then be given: it stays open).
     """
     config.validate()
     run_dir = Path(config.run_dir)
@@ -391,7 +413,12 @@ def run_eval(
     if done:
         log.info("resuming %s: %d of %d problems already done", run_dir, len(done & {p.task_id for p in problems}), len(problems))
 
-    if todo:
+    if todo and config.ray:  # each Ray worker builds the env and agent below once (`serve`); this process writes
+        from o1code.distributed.eval import evaluate_on_ray
+
+        rows += evaluate_on_ray(config, todo, run_eval, run_dir, total=len(problems), generator=generator,
+                                sandbox=sandbox, progress=progress, on_problem=on_problem)
+    elif todo:
         # The sandbox first: a machine that cannot confine code refuses before a model loads.
         with contextlib.nullcontext(sandbox) if sandbox is not None else LocalSandbox(workers=1) as sandbox:
             isolation = getattr(sandbox, "isolation_summary", type(sandbox).__name__)
@@ -411,6 +438,8 @@ def run_eval(
                 agent = LLMAgent(generator, LLMConfig(
                     temperature=0.0 if greedy else config.temperature, top_p=1.0 if greedy else config.top_p,
                     top_k=None if greedy else config.top_k, max_step_tokens=config.max_step_tokens, seed=config.seed))
+            if serve is not None:  # a Ray worker: it plays the problems it is sent with this env and agent
+                return serve(functools.partial(_solve, env, agent, config, isolation))
             bar = None
             if progress:
                 from tqdm import tqdm
@@ -418,11 +447,7 @@ def run_eval(
                 bar = tqdm(total=len(problems), initial=len(problems) - len(todo), desc=f"{config.agent}/{config.mode}", unit="problem")
             try:
                 for p in todo:
-                    if config.agent == "mcts":
-                        row = _search(env, agent, p, config, run_dir / "trajectories.jsonl", on_rollout)
-                    else:
-                        row = _play(env, agent, p)
-                    row = {"task_id": p.task_id, "known_bad": p.known_bad, **row, "sandbox": isolation}
+                    row = _solve(env, agent, config, isolation, p, run_dir / "trajectories.jsonl", on_rollout)
                     append_jsonl(results_path, [row])
                     rows.append(row)
                     if on_problem is not None:

@@ -1,0 +1,296 @@
+"""o1code.distributed on a local Ray: RaySandbox gives LocalSandbox's verdicts, survives a killed actor;
+``eval --ray`` writes the local run's rows, loses nothing when a worker dies, resumes locally.
+
+Ray starts once for the module (2 CPUs, no dashboard, its files in a temp dir, no token in $HOME)
+and is shut down after. Every test but the missing-Ray one skips cleanly without Ray. No sample
+here attacks the host: the attack suite runs on LocalSandbox (tests/test_sandbox_attacks.py); this
+file only checks that the confinement reported and probed on a Ray node is the local one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from o1code.data import get_problem, load_mbpp
+from o1code.distributed import MissingRayError, WorkerLostError
+from o1code.envs import CodeEnv, EvalInfo
+from o1code.models import Completion
+from o1code.pipeline import EvalConfig, run_eval
+from o1code.sandboxes import Job, LocalSandbox, Sandbox, TestCase, Verdict
+
+REPO = Path(__file__).resolve().parents[1]
+TASKS = [f"mbpp/{i}" for i in range(11, 19)]
+
+
+# -- fixtures -----------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def ray_local():
+    ray = pytest.importorskip("ray", reason="the distributed extra (ray) is not installed")
+    # The test module's generators must reach the workers: pickle this module by value.
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    old = os.environ.get("RAY_AUTH_MODE")
+    os.environ["RAY_AUTH_MODE"] = "disabled"  # else Ray writes a token to ~/.ray (the host must not change)
+    tmp = tempfile.mkdtemp(prefix="o1ray-")
+    ray.init(num_cpus=2, include_dashboard=False, _temp_dir=tmp, log_to_driver=False)
+    try:
+        yield ray
+    finally:
+        ray.shutdown()
+        from o1code.distributed.eval import _remove_stale_dirs
+
+        _remove_stale_dirs()  # the temp dirs of the workers the tests killed
+        if old is None:
+            os.environ.pop("RAY_AUTH_MODE", None)
+        else:
+            os.environ["RAY_AUTH_MODE"] = old
+        ray.cloudpickle.unregister_pickle_by_value(sys.modules[__name__])
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+@pytest.fixture(scope="class")
+def rsb(ray_local):
+    from o1code.distributed import RaySandbox
+
+    with RaySandbox(actors=2, num_cpus=1) as sb:
+        yield sb
+
+
+@pytest.fixture(scope="class")
+def lsb():
+    with LocalSandbox(workers=2) as sb:
+        yield sb
+
+
+# -- without Ray ---------------------------------------------------------------------------------
+
+def test_missing_ray_is_one_clear_error(monkeypatch, tmp_path):
+    monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` fails as if not installed
+    from o1code.distributed import RaySandbox
+
+    with pytest.raises(MissingRayError, match=r"pip install 'o1code\[distributed\]'"):
+        RaySandbox()
+    cfg = EvalConfig(agent="greedy", mode="direct", tasks=TASKS[:1], run_dir=str(tmp_path), ray="local")
+    with pytest.raises(MissingRayError):
+        run_eval(cfg, generator=ScriptedCoder(), progress=False)
+    assert not (tmp_path / "results.jsonl").exists()
+
+
+def test_ray_is_a_flag_and_not_pinned():
+    from o1code.cli import build_parser
+    from o1code.cli.eval import eval_grid
+
+    args = build_parser().parse_args(["eval", "--ray", "auto", "--limit", "2"])
+    (cfg,) = eval_grid(args)
+    assert cfg.ray == "auto" and EvalConfig().ray is None
+    assert "ray" not in cfg.pinned() and "ray" not in EvalConfig().pinned()
+
+
+# -- RaySandbox ---------------------------------------------------------------------------------
+
+BAD_SAMPLES = [  # (code, tests, timeout): failing, crashing, slow; none aims at the host
+    ("def f(x):\n    return x + 1", ["assert f(1) == 3", "assert f(2) == 3"], 4.0),
+    ("class A:\n    def __eq__(s, o): return True\ndef f(x): return A()", ["assert f(1) == 3"], 4.0),
+    ("def f(x):\n    return 1 / 0", ["assert f(1) == 3"], 4.0),
+    ("import ctypes\ndef f(x):\n    return ctypes.string_at(0)", ["assert f(1) == 3"], 4.0),
+    ("import os\ndef f(x):\n    os._exit(0)", ["assert f(1) == 3"], 4.0),
+    ("def f(x):\n    return bytearray(2**40)", ["assert f(1) == 3"], 4.0),
+    ("def f(x):\n    while True: pass", ["assert f(1) == 3"], 0.5),
+    ("def f(x:\n    return x", ["assert f(1) == 1"], 4.0),
+    ("def f(x):\n    return [x] * 2", [TestCase("f(3)", [3, 3]), TestCase("f(0)", [1])], 4.0),
+]
+
+
+def _key(r):
+    return (r.verdict, r.passed, r.total, tuple(o.verdict for o in r.outcomes), r.isolation)
+
+
+class TestRaySandbox:
+    """One RaySandbox (2 actors) against one LocalSandbox (2 workers)."""
+
+    def test_same_verdicts_as_local_sandbox(self, rsb, lsb):
+        refs = load_mbpp("test")[:40] + [get_problem("mbpp/341")]  # 341: a reference failing its own tests
+        jobs = [Job(p.reference, p.tests, p.setup_code, 10.0) for p in refs]
+        jobs += [Job(code, tests, "", t) for code, tests, t in BAD_SAMPLES]
+        ray_results = rsb.run_many(jobs)
+        local_results = lsb.run_many(jobs)
+        assert [_key(r) for r in ray_results] == [_key(r) for r in local_results]
+        verdicts = {r.verdict for r in ray_results}
+        assert {Verdict.PASSED, Verdict.FAILED, Verdict.RUNTIME_ERROR, Verdict.MEMORY, Verdict.TIMEOUT,
+                Verdict.SYNTAX_ERROR} <= verdicts and Verdict.SANDBOX_ERROR not in verdicts
+        assert sum(r.verdict is Verdict.PASSED for r in ray_results[: len(refs)]) == len(refs) - 1
+        # one run at a time, and evaluate(), give the same as well
+        code, tests, t = BAD_SAMPLES[0]
+        assert _key(rsb.run(code, tests, timeout_s=t)) == _key(lsb.run(code, tests, timeout_s=t))
+        add = "def add(a, b):\n    return a + b"
+        calls = ["add(2, 3)", "add('a', 'b')", "add(1, None)"]
+        assert rsb.evaluate(add, calls) == lsb.evaluate(add, calls)
+
+    def test_same_isolation_report_and_confinement(self, rsb, lsb):
+        assert rsb.isolation_summary == lsb.isolation_summary
+        assert rsb.isolation_summary.startswith("bwrap")  # confined on the node, as here
+        # A harmless probe: what the sample can see of this machine, from a Ray node and from here.
+        probe = "import os\ndef seen(paths):\n    return [os.path.exists(p) for p in paths]\ndef uid():\n    return os.getuid()"
+        calls = [f"seen({[str(REPO), str(REPO / 'pyproject.toml'), '/etc/passwd', '/usr/bin']!r})", "uid()"]
+        ray_values = [c.value for c in rsb.evaluate(probe, calls)]
+        assert ray_values == [c.value for c in lsb.evaluate(probe, calls)]
+        assert ray_values[0] == [False, False, False, True]
+
+    def test_protocol_and_any_env_takes_it(self, rsb):
+        assert isinstance(rsb, Sandbox)
+        env = CodeEnv(mode="direct", task_ids=["mbpp/11"], sandbox=rsb, tests="dataset")
+        env.reset(options={"task_id": "mbpp/11"})
+        *_, terminated, _, info = env.step("```python\n" + get_problem("mbpp/11").reference + "\n```")
+        assert terminated and EvalInfo.from_info(info).all_passed
+        env.close()  # a shared sandbox stays open
+        assert rsb.run("def f():\n    return 1", ["assert f() == 1"]).verdict is Verdict.PASSED
+
+
+def test_actor_killed_mid_run_is_replaced_and_the_run_retried_once(ray_local):
+    from o1code.distributed import RaySandbox
+
+    slow = ("import time\ndef f():\n    time.sleep(3)\n    return 1", ["assert f() == 1"])
+    with RaySandbox(actors=1) as sb:
+        out = []
+        t = threading.Thread(target=lambda: out.append(sb.run(*slow, timeout_s=20)))
+        t.start()
+        time.sleep(1.0)
+        assert t.is_alive()
+        ray_local.kill(sb._actors[0])  # mid-run: the sample sleeps on it
+        t.join(120)
+        (r,) = out
+        assert r.verdict is Verdict.PASSED and r.attempts == 2 and sb.replaced == 1  # not a verdict: a retry
+
+        # Dying again during the retry: infrastructure failure, never a verdict on the solution.
+        out.clear()
+        t = threading.Thread(target=lambda: out.append(sb.run(*slow, timeout_s=20)))
+        t.start()
+        time.sleep(1.0)
+        ray_local.kill(sb._actors[0])
+        deadline = time.monotonic() + 120
+        while sb.replaced < 2 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        time.sleep(1.0)
+        ray_local.kill(sb._actors[0])
+        t.join(120)
+        (r,) = out
+        assert r.verdict is Verdict.SANDBOX_ERROR and r.attempts == 2 and "lost twice" in r.message
+        assert sb.run("def f():\n    return 1", ["assert f() == 1"]).verdict is Verdict.PASSED  # replaced again
+
+
+# -- o1code eval --ray --------------------------------------------------------------------------
+
+class ScriptedCoder:
+    """Answers each problem of TASKS with a fixed kind of code (reference, wrong, slow, broken ...),
+    whatever the seed; optionally kills its own Ray actor mid-problem on some tasks (once: a marker
+    file remembers; always: no marker)."""
+
+    KINDS = ["ref", "wrong", "ref", "loop", "ref", "syntax", "raise", "ref"]
+
+    def __init__(self, kill_once=(), kill_always=(), marks=None):
+        self.kinds = dict(zip(TASKS, self.KINDS))
+        self.by_text = {get_problem(t).text: t for t in TASKS}
+        self.kill_once, self.kill_always, self.marks = set(kill_once), set(kill_always), marks
+
+    def code(self, task):
+        p, kind = get_problem(task), self.kinds[task]
+        sig = f"def {p.entry_point}(*args):\n"
+        return {"ref": p.reference, "wrong": sig + "    return None", "loop": sig + "    while True: pass",
+                "syntax": sig + "    return (", "raise": sig + "    raise ValueError('no')"}[kind]
+
+    def _maybe_die(self, task):
+        once = task in self.kill_once and not (Path(self.marks) / task.replace("/", "_")).exists()
+        if not (once or task in self.kill_always):
+            return
+        if once:
+            (Path(self.marks) / task.replace("/", "_")).touch()
+        import ray
+
+        ray.kill(ray.get_runtime_context().current_actor)  # this very worker, mid-problem
+        time.sleep(60)
+
+    def generate(self, prompts, params):
+        out = []
+        for prompt in prompts:
+            task = next(t for text, t in self.by_text.items() if text in prompt)
+            self._maybe_die(task)
+            text = "```python\n" + self.code(task) + "\n```"
+            out.append([Completion(text=text, token_ids=[1] * 3, finish_reason="stop")] * params.n)
+        return out
+
+
+def _rows(path):
+    drop = {"seconds", "generate_seconds"}
+    rows = [json.loads(line) for line in (path / "results.jsonl").read_text().splitlines()]
+    return {r["task_id"]: {k: v for k, v in r.items() if k not in drop} for r in rows}, len(rows)
+
+
+def _trajectories(path):
+    f = path / "trajectories.jsonl"
+    return sorted(f.read_text().splitlines()) if f.exists() else []
+
+
+@pytest.mark.parametrize("agent", ["greedy", "mcts"])
+def test_eval_on_ray_writes_the_local_rows(ray_local, agent, tmp_path):
+    common = dict(agent=agent, mode="direct", tasks=TASKS, timeout_s=1.0, rollouts=2, children=2)
+    local = run_eval(EvalConfig(**common, run_dir=str(tmp_path / "local")), generator=ScriptedCoder(), progress=False)
+    on_ray = run_eval(EvalConfig(**common, run_dir=str(tmp_path / "ray"), ray="local"), generator=ScriptedCoder(),
+                      progress=False)
+    (a, n_a), (b, n_b) = _rows(tmp_path / "local"), _rows(tmp_path / "ray")
+    assert a == b and n_a == n_b == len(TASKS)
+    assert {r["verdict"] for r in a.values()} >= {"passed", "failed", "timeout", "syntax_error", "runtime_error"}
+    assert _trajectories(tmp_path / "local") == _trajectories(tmp_path / "ray")
+    assert (agent == "mcts") == bool(_trajectories(tmp_path / "ray"))
+    strip = {"avg_seconds", "outside_generation_share"}  # timings
+    assert {k: v for k, v in local.items() if k not in strip} == {k: v for k, v in on_ray.items() if k not in strip}
+    assert json.loads((tmp_path / "ray" / "config.json").read_text())["ray"] == "local"
+
+
+def test_killed_workers_lose_nothing_and_a_run_resumes_locally(ray_local, tmp_path, caplog):
+    common = dict(agent="greedy", mode="direct", tasks=TASKS, timeout_s=1.0)
+    run_eval(EvalConfig(**common, run_dir=str(tmp_path / "local")), generator=ScriptedCoder(), progress=False)
+    expected, _ = _rows(tmp_path / "local")
+
+    # Two workers each killed (ray.kill) in the middle of a problem: both problems are played again.
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    gen = ScriptedCoder(kill_once=[TASKS[1], TASKS[4]], marks=str(marks))
+    with caplog.at_level("WARNING", logger="o1code.distributed.eval"):
+        run_eval(EvalConfig(**common, run_dir=str(tmp_path / "killed"), ray="local"), generator=gen, progress=False)
+    rows, n = _rows(tmp_path / "killed")
+    assert rows == expected and n == len(TASKS)  # every problem, none twice
+    assert sorted(os.listdir(marks)) == ["mbpp_12", "mbpp_15"]
+    assert sum("playing it again on a fresh worker" in r.message for r in caplog.records) == 2
+
+    # A problem that kills its worker every time stops the run (no verdict for it); the rest is kept,
+    # and the run resumes without Ray, in the same run directory.
+    stop = tmp_path / "stopped"
+    with pytest.raises(WorkerLostError, match=TASKS[5]):
+        run_eval(EvalConfig(**common, run_dir=str(stop), ray="local"), generator=ScriptedCoder(kill_always=[TASKS[5]]),
+                 progress=False)
+    partial, n = _rows(stop)
+    assert TASKS[5] not in partial and n == len(partial) and all(partial[t] == expected[t] for t in partial)
+    run_eval(EvalConfig(**common, run_dir=str(stop)), generator=ScriptedCoder(), progress=False)
+    rows, n = _rows(stop)
+    assert rows == expected and n == len(TASKS)
+
+
+def test_cli_eval_on_ray_loads_the_model_on_each_worker(ray_local, tiny_model_dir, tmp_path, monkeypatch, capsys):
+    from o1code.cli import main
+
+    monkeypatch.setenv("O1CODE_RAY_WORKERS", "2")
+    args = ["eval", "--agent", "greedy", "--mode", "direct", "--model", f"hf:{tiny_model_dir}", "--tasks",
+            "mbpp/11,mbpp/12,mbpp/13", "--max-step-tokens", "8", "--no-progress", "--run-dir"]
+    assert main(args + [str(tmp_path / "local")]) == 0
+    assert main(args + [str(tmp_path / "ray"), "--ray", "local"]) == 0
+    assert _rows(tmp_path / "local") == _rows(tmp_path / "ray")
+    assert "| greedy | direct |" in capsys.readouterr().out
