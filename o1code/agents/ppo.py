@@ -46,6 +46,7 @@ import torch
 from o1code.agents.errors import AgentError
 from o1code.agents.llm import problem_seed
 from o1code.data.formats import STEP_END
+from o1code.envs import EvalInfo
 from o1code.models.policy import Policy
 
 log = logging.getLogger(__name__)
@@ -228,7 +229,8 @@ def rollout(policy: Policy, reference: Any, envs: Sequence[Any], config: PPOConf
             ep.steps += 1
             if done:
                 ep.reward_passed = info.get("verdict") == "passed"
-                ep.eval_passed = bool((info.get("eval") or {}).get("all_passed", False))
+                ev = EvalInfo.from_info(info)
+                ep.eval_passed = bool(ev and ev.all_passed)
             else:
                 still.append(i)
         active, rnd = still, rnd + 1

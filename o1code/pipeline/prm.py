@@ -31,7 +31,7 @@ from o1code.agents import LLMAgent, LLMConfig
 from o1code.agents.llm import problem_seed
 from o1code.data import Problem
 from o1code.data.trajectories import pairwise_examples, pointwise_examples, read_trajectories
-from o1code.envs import CodeEnv
+from o1code.envs import CodeEnv, EvalInfo
 from o1code.pipeline.errors import PipelineError
 from o1code.pipeline.evaluate import EvalConfig, load_step_generator, run_eval, select_problems
 from o1code.rewards.process import default_question
@@ -184,9 +184,9 @@ def _sample_problem(env: CodeEnv, generator: Any, problem: Problem, config: Best
             obs, reward, terminated, truncated, info = env.step(agent.act(obs, info))
             if terminated or truncated:
                 break
-        ev = info.get("eval", {})
+        ev = EvalInfo.from_info(info)
         out.append({"steps": list(env.get_state().steps), "code": info.get("code"), "reward": reward,
-                    "reward_passed": info.get("verdict") == "passed", "passed": bool(ev.get("all_passed", False))})
+                    "reward_passed": info.get("verdict") == "passed", "passed": bool(ev and ev.all_passed)})
     return out
 
 
