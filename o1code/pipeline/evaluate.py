@@ -56,7 +56,7 @@ from o1code.sandboxes import LocalSandbox, Sandbox
 
 log = logging.getLogger(__name__)
 
-AGENTS = ("greedy", "sample", "mcts")
+AGENTS = ("greedy", "sample", "mcts", "policy")
 MODE_NAMES = ("direct", "vanilla", "pseudocode")
 
 
@@ -79,7 +79,8 @@ class EvalConfig:
     """
 
     agent: str = field(default="greedy", metadata=_help(
-        "greedy decoding, one sampled trajectory, or MCTS", choices=AGENTS))
+        "greedy decoding, one sampled trajectory, MCTS, or policy: greedy decoding through a saved Policy "
+        "(--model DIR: the RUN/final of `o1code ppo` or `o1code sft`)", choices=AGENTS))
     mode: str = field(default="pseudocode", metadata=_help("reasoning format", choices=MODE_NAMES))
     model: str = field(default="default", metadata=_help(
         "default | hf:ID_OR_PATH | gguf:PATH | llamacpp:PATH | vllm:ID | openai:URL#MODEL", metavar="SPEC"))
@@ -189,6 +190,15 @@ def load_step_generator(spec: str) -> Generator:
     if parse_spec(spec).kind == "openai":
         return load_generator(spec)
     return load_generator(spec, chat_template=False)
+
+
+def load_policy_generator(directory: str) -> Generator:
+    """The generator of agent ``policy``: the `Policy` saved in `directory` (``o1code ppo``'s or ``o1code
+    sft``'s RUN/final; an ``hf:`` prefix is dropped), its LoRA merged, with its own prompt convention
+    (`Policy.to_generator`). Raises `ModelFileError` when `directory` holds no saved Policy."""
+    from o1code.models.policy import Policy
+
+    return Policy.load(directory[3:] if directory.startswith("hf:") else directory).to_generator()
 
 
 def select_problems(config: EvalConfig) -> list[Problem]:
@@ -303,7 +313,7 @@ def summarise(rows: Sequence[dict], config: EvalConfig) -> dict[str, Any]:
         "counted": len(counted),
         "pass_at_1": share("passed"),
         "reward_pass_rate": share("reward_passed"),
-        "oracle_pass_at_k": share("oracle_pass") if config.agent != "greedy" else None,
+        "oracle_pass_at_k": share("oracle_pass") if config.agent not in ("greedy", "policy") else None,
         "k_mean": (sum(r.get("samples", 0) for r in counted) / len(counted)) if counted else 0.0,
         "aspr": (sum(asprs) / len(asprs)) if asprs else None,
         "aspr_problems": len(asprs),
@@ -422,7 +432,8 @@ def run_eval(
         # The sandbox first: a machine that cannot confine code refuses before a model loads.
         with contextlib.nullcontext(sandbox) if sandbox is not None else LocalSandbox(workers=1) as sandbox:
             isolation = getattr(sandbox, "isolation_summary", type(sandbox).__name__)
-            generator = generator or load_step_generator(config.model)
+            generator = generator or (load_policy_generator(config.model) if config.agent == "policy"
+                                      else load_step_generator(config.model))
             env = CodeEnv(mode=config.mode, problems=problems, max_steps=1 if config.mode == "direct" else config.max_steps,
                           tests=config.tests, show_tests=config.show_tests, sandbox=sandbox, timeout_s=config.timeout_s)
             if config.agent == "mcts":
@@ -434,7 +445,7 @@ def run_eval(
                     value_weight=(1.0 if config.value_weight is None else config.value_weight) if config.prm else 0.0),
                     value_fn=load_prm(config.prm) if config.prm else None)
             else:
-                greedy = config.agent == "greedy"
+                greedy = config.agent in ("greedy", "policy")
                 agent = LLMAgent(generator, LLMConfig(
                     temperature=0.0 if greedy else config.temperature, top_p=1.0 if greedy else config.top_p,
                     top_k=None if greedy else config.top_k, max_step_tokens=config.max_step_tokens, seed=config.seed))
