@@ -7,7 +7,9 @@ transformers, TRL, peft, datasets) load when a stage runs.
 """
 
 from o1code.training.errors import TrainingError
+from o1code.training.sft import PolicySFTConfig, PolicySFTResult, train_sft
 from o1code.training.tcg import TCGTrainConfig, TCGTrainResult, train_tcg
 from o1code.training.tcg_data import build_tcg_examples
 
-__all__ = ["TCGTrainConfig", "TCGTrainResult", "TrainingError", "build_tcg_examples", "train_tcg"]
+__all__ = ["PolicySFTConfig", "PolicySFTResult", "TCGTrainConfig", "TCGTrainResult", "TrainingError",
+           "build_tcg_examples", "train_sft", "train_tcg"]
