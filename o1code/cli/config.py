@@ -119,7 +119,7 @@ def add_config_flags(parser: argparse.ArgumentParser, cls: type, *, exclude: Ite
         kind, item = _converter(cls, f.name, hints[f.name])
         default = _default(f)
         text = meta.get("help", documented.get(f.name, ""))
-        if default is not None:
+        if default is not None and default != "" and default != []:  # an empty default says nothing
             text = f"{text} (default: {_shown(default)})" if text else f"default: {_shown(default)}"
         kwargs: dict[str, Any] = {"dest": f.name, "default": None, "help": text.replace("%", "%%")}
         if kind == "bool":
