@@ -1,5 +1,5 @@
 # Two commands a newcomer needs: `make demo` and `make test`. Each builds .venv when it is missing.
-# GPU users: make test TORCH_SPEC='torch' EXTRAS='dev,model,llamacpp,gpu'
+# GPU users: make test TORCH_SPEC='torch' EXTRAS='dev,model,llamacpp,distributed,gpu'
 PYTHON ?= python3
 VENV ?= .venv
 TORCH_SPEC ?= torch==2.13.0
