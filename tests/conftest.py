@@ -5,6 +5,11 @@ from pathlib import Path
 
 import pytest
 
+# llama.cpp's threads wait for each other at every layer: on a machine that is busy with anything
+# else, two threads per test generator crawl (one test took 6 minutes instead of seconds under load).
+# One thread keeps the suite's time steady; a caller may still set its own.
+os.environ.setdefault("O1CODE_LLAMA_THREADS", "1")
+
 REPO = Path(__file__).resolve().parents[1]
 # Directories that tools create in $HOME on first use (pip, matplotlib, torch, HF caches).
 HOME_TOOL_DIRS = {".cache", ".config", ".local", ".triton", ".nv", ".keras"}
