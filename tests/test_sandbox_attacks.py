@@ -447,6 +447,78 @@ def test_fake_result_lines_on_every_fd(sb):
     assert r.verdict is Verdict.FAILED and r.passed == 0, r
 
 
+# The worker protocol (see o1code/sandboxes/_worker.py): binary frames between host and zygote, a
+# control pipe from the child to the zygote ("R" ready, then "D" done), results in a shared buffer.
+# None of it may turn into a pass, and none of it may let a sample turn its run into a retry or a
+# sandbox_error (which is never graded): the sample owns only its own results.
+
+_FORGED_FRAMES = (
+    b"O1P1\x03\x00\x00\x00\x00\x00\x00\x00" + b"\x00" * 8 + b"\x00\x00\x00\x40" + b"\x00" * 8
+    + b'{"p":"code"}\n{"p":"setup"}\n{"c":0,"v":987654321,"t":0.0}\n{"c":1,"v":123456789,"t":0.0}\n'
+    + b"RDRDRD" + b"\x00\x00\x00\x10O1Q1" + b"E" * 64
+)
+
+_ON_EVERY_FD = (
+    "import os\n"
+    "def _blast(data):\n"
+    "    for fd in range(0, 256):\n"
+    "        try:\n"
+    "            os.write(fd, data)\n"
+    "        except OSError:\n"
+    "            pass\n"
+)
+
+
+@pytest.mark.parametrize("when", ["import", "call"])
+def test_forged_frames_and_control_bytes_on_every_fd(sb, when):
+    code = _ON_EVERY_FD + f"L = {_FORGED_FRAMES!r}\n"
+    code += "_blast(L)\ndef f(x):\n    return 0\n" if when == "import" else "def f(x):\n    _blast(L)\n    return 0\n"
+    r = run(sb, code, tests=TESTS)
+    assert r.passed == 0 and r.verdict in (Verdict.FAILED, Verdict.RUNTIME_ERROR), r
+    assert r.attempts == 1, r
+
+
+def test_early_done_only_cuts_the_sample_short(sb):
+    # Any byte after "ready" on the control pipe means "done": the zygote stops the sample there.
+    code = _ON_EVERY_FD + "_blast(b'D')\nimport time\ntime.sleep(0.5)\ndef f(x):\n    return 0\n"
+    r = run(sb, code, tests=TESTS)
+    assert r.passed == 0 and r.verdict is Verdict.RUNTIME_ERROR and r.attempts == 1, r
+
+
+def test_closing_every_fd_is_not_a_pass(sb):
+    code = "import os\nos.closerange(0, 256)\ndef f(x):\n    return 0\n"
+    r = run(sb, code, tests=TESTS)
+    assert r.passed == 0 and r.attempts == 1, r
+    assert run(sb, "def f():\n    return 1").verdict is Verdict.PASSED  # the worker is fine
+
+
+_SHM = (
+    "import ctypes, struct\n"
+    "def _shm():\n"
+    "    for line in open('/proc/self/maps'):\n"
+    "        parts = line.split()\n"
+    "        if parts[1].startswith('rw') and parts[1][3] == 's':\n"
+    "            lo, hi = (int(x, 16) for x in parts[0].split('-'))\n"
+    "            if hi - lo >= 1 << 24:\n"
+    "                return lo\n"
+    "    raise RuntimeError('no result buffer found')\n"
+    "def _forge(data, used):\n"
+    "    lo = _shm()\n"
+    "    ctypes.memmove(lo + 16, data, len(data))\n"
+    "    ctypes.memmove(lo, struct.pack('<QQ', used, 0), 16)\n"
+)
+
+
+@pytest.mark.parametrize("used", ["empty", "huge", "garbage"])
+def test_scribbled_result_buffer_is_the_samples_own_loss(sb, used):
+    # Wiping the buffer used to make the host believe the process never started (a retry, then a
+    # sandbox_error); readiness now comes from the control pipe, which the sample cannot unsay.
+    data, n = {"empty": (b"", "0"), "huge": (b"x", "1 << 62"), "garbage": (b"\xff" * 64 + b"\n{", "65")}[used]
+    code = _SHM + f"_forge({data!r}, {n})\nimport os\nos._exit(0)\ndef f(x):\n    return 0\n"
+    r = run(sb, code, tests=TESTS)
+    assert r.verdict is Verdict.RUNTIME_ERROR and r.passed == 0 and r.attempts == 1, r
+
+
 @pytest.mark.parametrize(
     "code",
     [

@@ -3,19 +3,26 @@
 The host never imports this module: it reads this file as text and starts it with
 ``python -I -S -B -c <source> <config-json>``, so the project directory never has to be visible
 inside the sandbox. The zygote pre-imports common modules once, then for every sample forks a
-fresh child (a fork costs ~1 ms, a new interpreter ~30 ms). The child is forked *ahead* of its
-request, while the host grades the previous sample; it applies rlimits and a seccomp filter, then
-waits for the request, runs the solution and evaluates only the call sub-expressions the host
-sent. It never sees expected values and never decides pass/fail.
+fresh child (a fork costs ~1 ms, a new interpreter ~30 ms). Each child is forked one sample
+*ahead*, while the previous sample runs: it applies rlimits and a seccomp filter and runs a
+throw-away warm-up sample (the copy-on-write faults of a first compile cost more than a typical
+MBPP sample), then waits for its request; only then does it take the work dir, its output files
+and the shared result buffer, which the zygote has wiped after killing the previous sample. It
+runs the solution and evaluates only the call sub-expressions the host sent. It never sees
+expected values and never decides pass/fail.
 
-Wire format, host -> zygote: ``u32 length`` + JSON request (code, setup, exprs, timeout, cpu_s).
-Zygote -> host: ``u32 length`` + JSON header (``{"n": [len_results, len_stdout, len_stderr], ...}``)
-followed by those three raw byte strings. The result bytes are what the child wrote into the
-shared result buffer, forwarded untouched: the child runs untrusted code, so the host parses them
-strictly. One line each: ``R`` (ready: our setup is done), then ``{"p": "code"|"setup"[, "e": err]}``
-and ``{"c": i, "v": value | "e": [kind, type, message], "t": seconds}`` per call expression.
+Wire format (binary, see REQ_HEAD / PAYLOAD_HEAD / REP_HEAD below): host -> zygote a fixed header
+(timeout, ready allowance, output cap, payload length) and an opaque payload the zygote forwards
+to the child (code, setup, call expressions); zygote -> host a fixed header (ready/done/timeout/
+over-cap flags, exit status or signal, seconds, three lengths) followed by the result bytes,
+stdout and stderr. The result bytes are what the child wrote into the shared result buffer,
+forwarded untouched: the child runs untrusted code, so the host parses them strictly. One line
+each: ``{"p": "code"|"setup"[, "e": err]}`` and ``{"c": i, "v": value | "e": [kind, type,
+message], "t": seconds}`` per call expression. Whether the sample started ("ready") and finished
+("done") comes from a control pipe (child -> zygote) whose first byte our code writes before the
+sample runs: a sample can end its own run early but cannot make it look like an infrastructure
+failure.
 """
-
 import ctypes
 import gc
 import errno
@@ -179,17 +186,28 @@ class SockFprog(ctypes.Structure):
     _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
 
 
-BPF = None
+BPF = None  # (raw filter bytes, offsets of the pid placeholders, ctypes buffer, sock_fprog)
+
+
+def prepare_bpf():
+    """Pre-build the BPF program and everything `install_seccomp` passes to the kernel, once, in
+    the zygote. Returns the tuple stored in BPF, or None when the filter cannot be pre-built (each
+    child then compiles it with libseccomp). Building the ctypes array type in every child cost
+    ~0.2 ms (a new type per process); here a child only patches its pid into its copy."""
+    built = prebuild_bpf()
+    if built is None:
+        return None
+    raw, slots, n = built
+    buf = (ctypes.c_char * len(raw)).from_buffer(raw)
+    return raw, slots, buf, SockFprog(n, ctypes.addressof(buf))
 
 
 def install_seccomp(pid):
     """Install the child's filter; raises OSError on failure (the child then never reports ready)."""
     if BPF is not None:
-        raw, slots, n = BPF  # the child's own copy (fork): patch the pid in place
+        raw, slots, _buf, prog = BPF  # the child's own copy (fork): patch the pid in place
         for off in slots:
             struct.pack_into("<I", raw, off, pid)
-        buf = (ctypes.c_char * len(raw)).from_buffer(raw)
-        prog = SockFprog(n, ctypes.addressof(buf))
         if LIBC.prctl(38, 1, 0, 0, 0) != 0:  # PR_SET_NO_NEW_PRIVS
             raise OSError(ctypes.get_errno(), "PR_SET_NO_NEW_PRIVS")
         # PR_SET_SECCOMP = 22, SECCOMP_MODE_FILTER = 2
@@ -336,6 +354,26 @@ def run_sample(req, _shm_write=None, _exec=exec, _eval=eval, _compile=compile,
 SHM = None
 SHM_HEAD = 16
 
+# Binary framing (big-endian). Host -> zygote: REQ_HEAD (magic, timeout, seconds allowed for the
+# child to get ready, output cap, payload length) + payload; the zygote forwards the payload
+# untouched (u32 length + bytes) to the child, which alone parses it: PAYLOAD_HEAD (cpu seconds,
+# max depth, max items, string count), one u32 length per string, then the strings (UTF-8):
+# code, setup, then one per call expression. Zygote -> host: REP_HEAD (magic, flags, exit status
+# or signal, seconds, three lengths) + the result bytes + stdout + stderr.
+REQ_HEAD = struct.Struct(">4sddII")
+REQ_MAGIC = b"O1Q1"
+PAYLOAD_HEAD = struct.Struct(">IIII")
+REP_HEAD = struct.Struct(">4sBxxxidIII")
+REP_MAGIC = b"O1P1"
+F_READY, F_DONE, F_TIMED_OUT, F_OVER_CAP, F_EXITED, F_SIGNALED = 1, 2, 4, 8, 16, 32
+
+# Control pipe, child -> zygote, one byte each: "R" once the child's own setup is done and the
+# sample is about to run (written by our code, so a sample can neither forge nor take it back),
+# then "D" when the sample has finished (the zygote replies without waiting for the exit). Any
+# byte after "R" counts as "D": a sample that writes early only cuts its own results short.
+# "E" + text: the child failed before running the sample (an infrastructure error).
+CTL_READY, CTL_DONE, CTL_ERROR = b"R", b"D", b"E"
+
 
 def shm_write(data, _unpack=struct.unpack_from, _pack=struct.pack_into, _len=len):
     shm = SHM
@@ -348,34 +386,64 @@ def shm_write(data, _unpack=struct.unpack_from, _pack=struct.pack_into, _len=len
     _pack("<Q", shm, 0, used + _len(data))
 
 
-def run_child(vmsize, workdir, req_fd):
+def parse_payload(data):
+    """Decode a request payload (see PAYLOAD_HEAD) into the dict `run_sample` takes."""
+    cpu_s, max_depth, max_items, n = PAYLOAD_HEAD.unpack_from(data, 0)
+    off = PAYLOAD_HEAD.size
+    lens = struct.unpack_from(">%dI" % n, data, off)
+    off += 4 * n
+    parts = []
+    for k in lens:
+        parts.append(data[off:off + k].decode("utf-8", "surrogatepass"))
+        off += k
+    if n < 2 or off != len(data):
+        raise ValueError("malformed request payload")
+    return {"cpu_s": cpu_s, "encode": {"max_depth": max_depth, "max_items": max_items},
+            "code": parts[0], "setup": parts[1], "exprs": parts[2:]}
+
+
+# A throw-away sample each child runs before its request arrives. The first compile, exec and
+# encode in a fresh fork copy-on-write-fault a few hundred of the zygote's pages (~1 ms, more than
+# a typical MBPP sample itself); paying that while the previous sample runs takes it off the
+# critical path. Nothing it leaves behind is secret (a dummy module and function).
+PREWARM = {
+    "code": "def f(x, y=2.5):\n    return [x, (y, 'a')]\n",
+    "setup": "", "exprs": ["f(1)"], "encode": {"max_depth": 100, "max_items": 1000},
+}
+
+
+def fail(ctl_fd, exc):
+    """Report an infrastructure failure of the child (before the sample ran) and exit."""
+    try:
+        os.write(ctl_fd, CTL_ERROR + repr(exc).encode("utf-8", "replace")[:500])
+    finally:
+        os._exit(3)
+
+
+def run_child(vmsize, req_fd, ctl_fd):
     """Runs in the forked child. Never returns: always ends with os._exit.
 
-    The child is forked ahead of time (while the host grades the previous sample): it sets up
-    everything that does not depend on the request, then blocks reading the request from `req_fd`.
+    The child is forked while the previous sample still runs: it sets up everything that does not
+    depend on the request (session, fds, rlimits, seccomp, a warm-up run), then blocks reading the
+    request. Everything it shares with the running sample is set up only at activation, after
+    the zygote has killed that sample and wiped the work dir: the work dir, the output files and
+    the result buffer.
     """
     try:
         os.setsid()  # own session and process group, so the zygote can kill all of it at once
         LIBC.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG: die with the zygote
-        for fd in CONFIG["close_fds"]:  # the host protocol pipes: never reachable by the sample
-            try:
-                os.close(fd)
-            except OSError:
-                pass
-        os.chdir(workdir)
-        null = os.open("/dev/null", os.O_RDONLY)
-        os.dup2(null, 0)
-        os.close(null)
-        for fd, name in ((1, "stdout"), (2, "stderr")):
-            path = os.path.join(CONFIG["workdir"], "." + name)
-            f = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-            os.dup2(f, fd)
-            os.close(f)
+        if os.getppid() != ZYGOTE_PID:  # the zygote died before the line above: no signal comes
+            os._exit(3)
+        for fd in (0, 1, 2):
+            os.dup2(NULLFD, fd)
+        # Keep only our two pipes: the host protocol, the running sample's pidfd and control
+        # pipe, and the zygote's ends of our own pipes must never be reachable by the sample.
+        lo, hi = sorted((req_fd, ctl_fd))
+        os.closerange(3, lo)
+        os.closerange(lo + 1, hi)
+        os.closerange(hi + 1, 1 << 20)
         if os.getuid() == 0 and CONFIG.get("drop_uid"):
             # Without a user namespace the zygote may be real root: the sample must not be.
-            os.chown(workdir, 65534, 65534)
-            for name in (".stdout", ".stderr"):
-                os.chown(os.path.join(CONFIG["workdir"], name), 65534, 65534)
             os.setgroups([])
             os.setgid(65534)
             os.setuid(65534)
@@ -391,19 +459,30 @@ def run_child(vmsize, workdir, req_fd):
             resource.setrlimit(res, (val, val))
         if SECCOMP is not None:
             install_seccomp(os.getpid())
-        sys.stdout = open(1, "w", encoding="utf-8", errors="backslashreplace", closefd=False)
-        sys.stderr = open(2, "w", encoding="utf-8", errors="backslashreplace", closefd=False)
-        sys.stdin = open(0, "r", closefd=False)
-        (n,) = struct.unpack(">I", read_exact(req_fd, 4))
-        req = json.loads(read_exact(req_fd, n))
-        os.close(req_fd)
-        resource.setrlimit(resource.RLIMIT_CPU, (req["cpu_s"], req["cpu_s"]))
-        shm_write(b"R\n")  # from here on, whatever happens is the sample's doing
-    except BaseException as exc:  # infrastructure failure: the zygote reports "not ready"
         try:
-            os.write(2, repr(exc).encode()[:500])
-        finally:
-            os._exit(3)
+            run_sample(PREWARM, lambda data: None)
+        except BaseException:
+            pass
+    except BaseException as exc:
+        fail(ctl_fd, exc)
+
+    try:
+        (n,) = struct.unpack(">I", read_exact(req_fd, 4))
+        req = parse_payload(read_exact(req_fd, n))
+        os.close(req_fd)
+        # Activation: the previous sample is dead and the work dir wiped (zygote, before sending).
+        os.chdir(os.path.join(CONFIG["workdir"], "s"))
+        for fd, name in ((1, ".stdout"), (2, ".stderr")):
+            f = os.open(os.path.join(CONFIG["workdir"], name), os.O_WRONLY | os.O_NOFOLLOW)
+            os.dup2(f, fd)
+            os.close(f)
+        # CPU budget on top of what the setup above used (it counts towards RLIMIT_CPU too).
+        ru = resource.getrusage(resource.RUSAGE_SELF)
+        cpu = req["cpu_s"] + int(ru.ru_utime + ru.ru_stime) + 1
+        resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu))
+        os.write(ctl_fd, CTL_READY)  # from here on, whatever happens is the sample's doing
+    except BaseException as exc:  # infrastructure failure: the zygote reports "not ready"
+        fail(ctl_fd, exc)
 
     try:
         run_sample(req, shm_write)
@@ -414,6 +493,10 @@ def run_child(vmsize, workdir, req_fd):
             stream.flush()
         except BaseException:
             pass
+    try:
+        os.write(ctl_fd, CTL_DONE)
+    except BaseException:
+        pass
     os._exit(0)
 
 
@@ -435,22 +518,24 @@ def write_all(fd, data):
         view = view[os.write(fd, view):]
 
 
-def kill_leftovers(pid):
-    """Kill everything the sample may have left behind (with seccomp it cannot fork at all)."""
+def kill_leftovers(pid, keep):
+    """Kill everything the sample may have left behind (with seccomp it cannot fork at all);
+    `keep` is the pid of the next sample's process, forked by us while this sample ran."""
     try:
         os.killpg(pid, signal.SIGKILL)
     except OSError:
         pass
     if CONFIG["pidns"]:
-        # In our own PID namespace every process except bwrap's init and us belongs to a sample.
+        # In our own PID namespace every process except bwrap's init, us and the next sample's
+        # process belongs to a sample.
         me = os.getpid()
         for name in os.listdir("/proc"):
-            if name.isdigit() and int(name) not in (1, me):
+            if name.isdigit() and int(name) not in (1, me, keep):
                 try:
                     os.kill(int(name), signal.SIGKILL)
                 except OSError:
                     pass
-    while True:  # reap adopted orphans (we are a child subreaper)
+    while True:  # reap adopted orphans (we are a child subreaper); never the spare (it is alive)
         try:
             if os.waitpid(-1, os.WNOHANG)[0] == 0:
                 break
@@ -474,7 +559,8 @@ def reset_dir(path, keep=()):
 
 
 def prepare_workdir():
-    """Make <workdir>/s an empty, private, real directory; remove everything else a sample left."""
+    """Make <workdir>/s an empty, private, real directory and create empty output files next to
+    it (for the next sample's stdout and stderr); remove everything else a sample left."""
     base = CONFIG["workdir"]
     work = os.path.join(base, "s")
     reset_dir(base, keep=("s",))
@@ -487,6 +573,15 @@ def prepare_workdir():
     else:
         os.chmod(work, 0o700)
         reset_dir(work)
+    drop = os.getuid() == 0 and CONFIG.get("drop_uid")
+    if drop:
+        os.chown(work, 65534, 65534)
+    for name in (".stdout", ".stderr"):
+        path = os.path.join(base, name)
+        f = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        if drop:
+            os.fchown(f, 65534, 65534)
+        os.close(f)
     if CONFIG["pidns"] and os.path.isdir("/dev/shm"):
         reset_dir("/dev/shm")
     return work
@@ -503,44 +598,103 @@ def read_capped(path, cap):
         os.close(fd)
 
 
-NEXT = None  # the pre-forked child: (pid, pidfd, request pipe)
+ZYGOTE_PID = 0
+NULLFD = -1
+SPARE = None  # the next sample's process, forked ahead: [pid, pidfd, request pipe, control pipe]
 
 
-def prefork():
-    """Fork the next child now, so the fork and its setup overlap with the host's grading."""
-    workdir = os.path.join(CONFIG["workdir"], "s")
-    struct.pack_into("<QQ", SHM, 0, 0, 0)
+def fork_child():
+    """Fork the next sample's process; returns [pid, pidfd, request write end, control read end]."""
     # Move every object to the permanent generation: the child's collector then never walks
     # (and so never copy-on-write faults) the zygote's heap.
     gc.freeze()
+    sys.stderr.flush()  # nothing of ours may end up in the sample's stderr
     with open("/proc/self/statm") as f:
         vmsize = int(f.read().split()[0]) * PAGE
-    r, w = os.pipe()
+    req_r, req_w = os.pipe()
+    ctl_r, ctl_w = os.pipe()
     pid = os.fork()
     if pid == 0:
-        os.close(w)
-        run_child(vmsize, workdir, r)
-    os.close(r)
-    return pid, os.pidfd_open(pid), w
+        run_child(vmsize, req_r, ctl_w)
+    os.close(req_r)
+    os.close(ctl_w)
+    return [pid, os.pidfd_open(pid), req_w, ctl_r]
 
 
-def handle(req, outfd):
-    global NEXT
-    if NEXT is None:
-        NEXT = prefork()
-    (pid, pidfd, w), NEXT = NEXT, None
+def has_exited(pidfd):
+    return bool(select.select([pidfd], [], [], 0)[0])
+
+
+def handle(timeout, ready_s, out_cap, payload, outfd):
+    """Run one sample on the spare process, reply to the host, then clean up for the next one."""
+    global SPARE
+    child, SPARE = SPARE, None
+    if child is None or has_exited(child[1]):  # the spare died (should not happen): fork anew
+        if child is not None:
+            for fd in child[1:]:
+                os.close(fd)
+            try:
+                os.waitpid(child[0], 0)
+            except ChildProcessError:  # already reaped as an orphan by kill_leftovers
+                pass
+        child = fork_child()
+    pid, pidfd, req_w, ctl_r = child
+    struct.pack_into("<QQ", SHM, 0, 0, 0)
     t0 = time.monotonic()
-    body = json.dumps(req).encode()
     try:
-        write_all(w, struct.pack(">I", len(body)) + body)
+        write_all(req_w, struct.pack(">I", len(payload)) + payload)
     except OSError:  # the child died before reading: it never reports ready (host retries)
         pass
-    os.close(w)
-    # One wake-up per sample: when the child exits, or at the deadline.
+    os.close(req_w)
+    # The next sample's process sets itself up while this one runs.
+    SPARE = fork_child()
+
+    # Wait for the child's control bytes, its exit, or the deadline: `ready_s` to get ready (the
+    # setup is ours, not the sample's), then `timeout` for the sample itself.
     poller = select.poll()
     poller.register(pidfd, select.POLLIN)
-    exited = bool(poller.poll(max(0, int(req["timeout"] * 1000))))
+    poller.register(ctl_r, select.POLLIN)
+    st = {"ready": False, "done": False, "failed": False, "note": b"", "t_ready": t0}
+
+    def take(data):
+        if not data:  # every write end closed: the child exited or closed it; stop it
+            st["done" if st["ready"] else "failed"] = True
+            return False
+        if not st["ready"] and not st["failed"]:
+            if data[:1] == CTL_READY:
+                st["ready"], st["t_ready"], data = True, time.monotonic(), data[1:]
+            else:
+                st["failed"] = True
+                st["note"] = data[1:] if data[:1] == CTL_ERROR else b"garbled control byte"
+        if st["ready"] and data:
+            st["done"] = True
+        return True
+
+    exited = False
+    ctl_open = True
+    while not (exited or st["done"] or st["failed"]):
+        deadline = st["t_ready"] + timeout if st["ready"] else t0 + ready_s
+        left = deadline - time.monotonic()
+        if left <= 0:
+            break
+        events = dict(poller.poll(max(1, int(left * 1000 + 0.999))))
+        if ctl_r in events:
+            ctl_open = take(os.read(ctl_r, 4096))
+            if not ctl_open:
+                poller.unregister(ctl_r)
+        if pidfd in events:
+            exited = True
+    if exited and ctl_open and not st["ready"] and select.select([ctl_r], [], [], 0)[0]:
+        take(os.read(ctl_r, 4096))  # it wrote "R" (or "E") just before it died
+    ready, done, failed = st["ready"], st["done"], st["failed"]
+    t_end = time.monotonic()
+    timed_out = not (exited or done or failed)
     if not exited:
+        exited = has_exited(pidfd)
+    status = None
+    if exited:  # already gone (a zombie): its status is the truth
+        status = os.waitpid(pid, 0)[1]
+    else:  # finished (or out of time): stop it now, reap it after replying
         try:
             os.killpg(pid, signal.SIGKILL)
         except OSError:
@@ -549,45 +703,52 @@ def handle(req, outfd):
             os.kill(pid, signal.SIGKILL)
         except OSError:
             pass
-    _, status = os.waitpid(pid, 0)
-    os.close(pidfd)
-    t_wait = time.monotonic()
     used, overflow = struct.unpack_from("<QQ", SHM, 0)
     used = min(used, len(SHM) - SHM_HEAD)
-    res = bytes(SHM[SHM_HEAD:SHM_HEAD + used])
-    out_cap = req["output_cap"]
-    out = read_capped(os.path.join(CONFIG["workdir"], ".stdout"), out_cap)
-    err = read_capped(os.path.join(CONFIG["workdir"], ".stderr"), out_cap)
-    header = {
-        "timed_out": not exited,
-        "over_cap": bool(overflow),
-        "signal": os.WTERMSIG(status) if os.WIFSIGNALED(status) else None,
-        "exit": os.WEXITSTATUS(status) if os.WIFEXITED(status) else None,
-        "seconds": t_wait - t0,
-        "prof": [t_wait - t0, time.monotonic() - t_wait],  # diagnostics: run, collect seconds
-        "n": [len(res), len(out), len(err)],
-    }
-    h = json.dumps(header).encode()
-    write_all(outfd, struct.pack(">I", len(h)) + h + res + out + err)
-    # Clean up after replying, while the host grades: the next sample is only forked after this.
-    kill_leftovers(pid)
+    if ready:
+        res = bytes(SHM[SHM_HEAD:SHM_HEAD + used])
+        out = read_capped(os.path.join(CONFIG["workdir"], ".stdout"), out_cap)
+        err = read_capped(os.path.join(CONFIG["workdir"], ".stderr"), out_cap)
+    else:
+        res, out, err = b"", b"", st["note"][:out_cap]
+    flags = ((F_READY if ready else 0) | (F_DONE if done else 0) | (F_TIMED_OUT if timed_out else 0)
+             | (F_OVER_CAP if overflow else 0))
+    code = 0
+    if status is not None:
+        if os.WIFEXITED(status):
+            flags, code = flags | F_EXITED, os.WEXITSTATUS(status)
+        elif os.WIFSIGNALED(status):
+            flags, code = flags | F_SIGNALED, os.WTERMSIG(status)
+    write_all(outfd, REP_HEAD.pack(REP_MAGIC, flags, code, t_end - st["t_ready"], len(res), len(out),
+                                   len(err))
+              + res + out + err)
+    # Clean up after replying, while the host grades: before the next request is read, the
+    # sample is dead and reaped, and the work dir is wiped.
+    if status is None:
+        os.waitpid(pid, 0)
+    os.close(pidfd)
+    os.close(ctl_r)
+    kill_leftovers(pid, SPARE[0])
     prepare_workdir()
-    NEXT = prefork()
 
 
 def main():
-    global BPF, SHM, NEXT
+    global BPF, SHM, SPARE, NULLFD, ZYGOTE_PID
+    ZYGOTE_PID = os.getpid()
     # Move the protocol off fds 0/1 so that the sample's stdio can never reach the host pipe,
-    # and make the zygote undumpable so a same-uid child cannot open /proc/<zygote>/fd/*.
+    # and make the zygote undumpable so a same-uid child cannot open /proc/<zygote>/fd/*
+    # (children inherit it, so neither can a sample open its spare sibling's).
     infd, outfd = os.dup(0), os.dup(1)
-    CONFIG["close_fds"] = [infd, outfd]
-    null = os.open("/dev/null", os.O_RDWR)
-    os.dup2(null, 0)
-    os.dup2(null, 1)
-    os.close(null)
+    NULLFD = os.open("/dev/null", os.O_RDWR)
+    os.dup2(NULLFD, 0)
+    os.dup2(NULLFD, 1)
+    # The sample's text streams, made once here (fds 0-2 are re-pointed in each child).
+    sys.stdin = open(0, "r", closefd=False)
+    sys.stdout = open(1, "w", encoding="utf-8", errors="backslashreplace", closefd=False)
+    sys.stderr = open(2, "w", encoding="utf-8", errors="backslashreplace", closefd=False)
     if SECCOMP is not None:
         try:
-            BPF = prebuild_bpf()
+            BPF = prepare_bpf()
         except OSError:
             BPF = None
     SHM = mmap.mmap(-1, SHM_HEAD + CONFIG["result_cap"], flags=mmap.MAP_SHARED)
@@ -596,17 +757,19 @@ def main():
     # Children left behind by a sample get re-parented to us, so we can reap them.
     LIBC.prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER = 36
     hello = {"seccomp": SECCOMP is not None, "bpf": BPF is not None, "pid": os.getpid(),
-             "uid": os.getuid(), "python": sys.version.split()[0]}
+             "uid": os.getuid(), "python": sys.version.split()[0], "protocol": 2}
     h = json.dumps(hello).encode()
+    SPARE = fork_child()
     write_all(outfd, struct.pack(">I", len(h)) + h)
-    NEXT = prefork()
     while True:
         try:
-            (n,) = struct.unpack(">I", read_exact(infd, 4))
-            req = json.loads(read_exact(infd, n))
+            magic, timeout, ready_s, out_cap, n = REQ_HEAD.unpack(read_exact(infd, REQ_HEAD.size))
+            if magic != REQ_MAGIC:
+                return  # not our protocol: leave (the host sees the pipe close and replaces us)
+            payload = read_exact(infd, n)
         except (EOFError, OSError):
             return  # host closed the pipe (or died): leave
-        handle(req, outfd)
+        handle(timeout, ready_s, out_cap, payload, outfd)
 
 
 main()

@@ -34,7 +34,7 @@ from typing import Any, Optional, Sequence
 from .errors import InvalidTestError, SandboxUnavailableError, WorkerError
 from .grading import CallResult, parse_test, top_level_names
 from .isolation import SANDBOX_ENV, bwrap_argv, choose_bwrap, interpreter
-from .processes import _WORKER_SOURCE, _alive, _descendants, _Worker  # noqa: F401 (re-exported)
+from .processes import _WORKER_SOURCE, _alive, _descendants, _Worker, encode_request  # noqa: F401 (re-exported)
 from .types import ExecutionResult, Job, Test, TestOutcome, Verdict
 from .verdicts import call_results, grade, infrastructure_message
 
@@ -404,12 +404,11 @@ class LocalSandbox:
         Returns ``(reply, attempt, "")`` with the worker's ``(header, results, stdout, stderr)``, or
         ``(None, 2, why)`` when both attempts failed."""
         cfg = self.config
-        request = {
-            "code": code, "setup": setup_code, "exprs": exprs, "timeout": float(timeout_s),
-            "output_cap": cfg.output_cap_bytes,
-            "cpu_s": math.ceil(timeout_s) + 1,
-            "encode": {"max_depth": cfg.max_value_depth, "max_items": cfg.max_value_items},
-        }
+        # The child gets half the backstop to set itself up (normally it is ready long before the
+        # request arrives), so a slow start is reported by the zygote before the host gives up.
+        request = encode_request(code, setup_code, exprs, float(timeout_s), cfg.backstop_s / 2,
+                                 cfg.output_cap_bytes, math.ceil(timeout_s) + 1,
+                                 cfg.max_value_depth, cfg.max_value_items)
         last = ""
         for attempt in (1, 2):
             try:
@@ -428,7 +427,7 @@ class LocalSandbox:
                 continue
             self._idle.put(worker)
             header, res, out, err = reply
-            if not res.startswith(b"R\n"):  # the fork never got as far as running the sample
+            if not header["ready"]:  # the fork never got as far as running the sample
                 last = f"sample process failed to start: {err[:300].decode('utf-8', 'replace')}"
                 log.warning("sandbox: attempt %d: %s", attempt, last)
                 continue

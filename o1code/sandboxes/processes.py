@@ -1,6 +1,7 @@
 """The worker processes of `LocalSandbox`: starting one (the zygote, `_worker.py`, under the launcher
-argv that `LocalSandbox` builds), its length-prefixed JSON pipe protocol with deadlines and size
-caps, and killing its whole process tree (a /proc walk: `_descendants`, `_alive`).
+argv that `LocalSandbox` builds), its binary pipe protocol with deadlines and size caps (the
+frame layouts are defined once, in `_worker.py`, and mirrored here), and killing its whole process
+tree (a /proc walk: `_descendants`, `_alive`).
 
 The pool that hands workers out, replaces dead ones and retries a failed sample is `LocalSandbox`
 (`o1code.sandboxes.local`); what a reply means is `o1code.sandboxes.verdicts`.
@@ -25,6 +26,34 @@ log = logging.getLogger(__name__)
 
 _WORKER_SOURCE = (Path(__file__).with_name("_worker.py")).read_text()
 _FRAME = struct.Struct(">I")
+# The frames of `_worker.py` (REQ_HEAD, PAYLOAD_HEAD, REP_HEAD and the reply flags; the worker
+# runs as a separate program, so they are restated here and checked against its source below).
+_REQ_HEAD = struct.Struct(">4sddII")
+_REQ_MAGIC = b"O1Q1"
+_PAYLOAD_HEAD = struct.Struct(">IIII")
+_REP_HEAD = struct.Struct(">4sBxxxidIII")
+_REP_MAGIC = b"O1P1"
+_F_READY, _F_DONE, _F_TIMED_OUT, _F_OVER_CAP, _F_EXITED, _F_SIGNALED = 1, 2, 4, 8, 16, 32
+for _line in ('REQ_HEAD = struct.Struct(">4sddII")', 'PAYLOAD_HEAD = struct.Struct(">IIII")',
+              'REP_HEAD = struct.Struct(">4sBxxxidIII")', 'REQ_MAGIC = b"O1Q1"', 'REP_MAGIC = b"O1P1"',
+              "F_READY, F_DONE, F_TIMED_OUT, F_OVER_CAP, F_EXITED, F_SIGNALED = 1, 2, 4, 8, 16, 32"):
+    assert _line in _WORKER_SOURCE, f"_worker.py and processes.py disagree on the frame: {_line}"
+
+
+def encode_request(code: str, setup: str, exprs: list[str], timeout_s: float, ready_s: float,
+                   output_cap: int, cpu_s: int, max_depth: int, max_items: int) -> bytes:
+    """The request frame for the zygote: returns REQ_HEAD + payload bytes (see `_worker.py`).
+
+    Strings are UTF-8 with lone surrogates passed through (model text may hold them; the child
+    decodes them the same way). Raises ValueError when a field does not fit its frame slot."""
+    parts = [x.encode("utf-8", "surrogatepass") for x in (code, setup, *exprs)]
+    payload = b"".join([_PAYLOAD_HEAD.pack(cpu_s, max_depth, max_items, len(parts)),
+                        struct.pack(f">{len(parts)}I", *map(len, parts)), *parts])
+    try:
+        head = _REQ_HEAD.pack(_REQ_MAGIC, timeout_s, ready_s, output_cap, len(payload))
+    except struct.error as exc:
+        raise ValueError(f"request does not fit the frame: {exc}") from None
+    return head + payload
 
 
 class _Worker:
@@ -88,22 +117,29 @@ class _Worker:
             if left <= 0 or not self._wsel.select(left):
                 raise WorkerError("worker did not accept the request in time")
 
-    def execute(self, request: dict, deadline: float, caps: tuple[int, int]) -> tuple[dict, bytes, bytes, bytes]:
-        """Send one request; return (header, result bytes, stdout bytes, stderr bytes)."""
-        body = json.dumps(request).encode()
-        self._write(_FRAME.pack(len(body)) + body, deadline)
-        n = _FRAME.unpack(self._read(4, deadline))[0]
-        if n > 1 << 20:
-            raise WorkerError("oversized reply header")
+    def execute(self, request: bytes, deadline: float, caps: tuple[int, int]) -> tuple[dict, bytes, bytes, bytes]:
+        """Send one request frame (`encode_request`); return (header, result bytes, stdout bytes,
+        stderr bytes). The header is a dict: ``ready`` (the child got as far as running the
+        sample), ``done`` (it said it finished), ``timed_out``, ``over_cap``, ``exit`` and
+        ``signal`` (None unless it exited or was killed on its own before the zygote stopped
+        it), ``seconds`` (the sample's wall time). Raises `WorkerError` when the worker fails."""
+        self._write(request, deadline)
         try:
-            header = json.loads(self._read(n, deadline))
-            sizes = [int(x) for x in header["n"]]
-        except (ValueError, KeyError, TypeError) as exc:
+            magic, flags, code, seconds, *sizes = _REP_HEAD.unpack(self._read(_REP_HEAD.size, deadline))
+        except struct.error as exc:
             raise WorkerError(f"malformed reply header: {exc}") from None
+        if magic != _REP_MAGIC:
+            raise WorkerError("malformed reply header: bad magic")
         result_cap, out_cap = caps
         # Enforced here too: the zygote is trusted code, but its memory is shared with samples.
-        if len(sizes) != 3 or sizes[0] > result_cap or max(sizes[1:]) > out_cap + 1 or min(sizes) < 0:
+        if sizes[0] > result_cap or max(sizes[1:]) > out_cap + 1:
             raise WorkerError("reply larger than the configured caps")
+        header = {
+            "ready": bool(flags & _F_READY), "done": bool(flags & _F_DONE),
+            "timed_out": bool(flags & _F_TIMED_OUT), "over_cap": bool(flags & _F_OVER_CAP),
+            "exit": code if flags & _F_EXITED else None,
+            "signal": code if flags & _F_SIGNALED else None, "seconds": seconds,
+        }
         payload = self._read(sum(sizes), deadline)
         a, b = sizes[0], sizes[0] + sizes[1]
         return header, payload[:a], payload[a:b], payload[b:]

@@ -29,7 +29,7 @@ def read_sample(config: "SandboxConfig", header: dict, res: bytes, timeout_s: fl
     failure of the code or setup phase (then no call ran), else None."""
     phases: dict[str, Any] = {}
     calls: dict[int, dict] = {}
-    for line in res[2:].split(b"\n"):
+    for line in res.split(b"\n"):
         if not line:
             continue
         try:
@@ -50,6 +50,8 @@ def read_sample(config: "SandboxConfig", header: dict, res: bytes, timeout_s: fl
         death = (Verdict.FAILED, f"returned values exceed {config.result_cap_bytes} bytes")
     elif sig is not None:
         death = (Verdict.RUNTIME_ERROR, f"process killed by {_SIGNAMES.get(sig, sig)}")
+    elif header.get("done"):  # it said it finished (or the sample said so early): stopped there
+        death = (Verdict.RUNTIME_ERROR, "process stopped before finishing the tests")
     else:
         death = (Verdict.RUNTIME_ERROR,
                  f"process exited (status {header.get('exit')}) before finishing the tests")
