@@ -1,14 +1,12 @@
 """PRM end to end on a scripted policy and the tiny model: collect -> rows -> train -> best-of-N."""
 
-import re
-
 import pytest
+from scripted_policy import BAD_PLAN, GOOD_PLAN, PlanPolicy
 
 pytest.importorskip("peft")
 
 from o1code.data import load_dataset  # noqa: E402
 from o1code.data.trajectories import read_trajectories  # noqa: E402
-from o1code.models import Completion  # noqa: E402
 from o1code.models.tiny import build_tiny_model  # noqa: E402
 from o1code.pipeline import EvalConfig, run_eval  # noqa: E402
 from o1code.pipeline.errors import PipelineError  # noqa: E402
@@ -17,37 +15,17 @@ from o1code.pipeline.prm import (BestOfNConfig, PRMCollectConfig, best_of_n, col
 from o1code.runs import read_jsonl  # noqa: E402
 from o1code.training.prm import PRMTrainConfig, train_prm  # noqa: E402
 
-GOOD_PLAN = " Plan good: follow the statement (Action 1)"
-BAD_PLAN = " Plan bad: return nothing (Action 1)"
 
-
-class PlanPolicy:
-    """Step 1 is a good or a bad plan (alternating from call to call, and within a call's n samples);
-    step 2 is the problem's reference code after a good plan and a wrong function after a bad one, its
-    title naming the plan. So a step's value is learnable from its text (as the planted label of
-    test_prm.py), and a PRM that learned it picks the right answer on problems it never saw."""
+class AlternatingPlans(PlanPolicy):
+    """Good and bad plans alternate from call to call, and within a call's n samples."""
 
     def __init__(self, problems):
-        self.by_entry = {p.entry_point: p for p in problems}
+        super().__init__(problems)
         self.plans = 0
 
-    def generate(self, prompts, params):
-        out = []
-        for prompt in prompts:
-            solution = prompt.rsplit("### Solution\n", 1)[1]
-            entry = re.findall(r"The function must be named `([^`]+)`", prompt)[-1]
-            depth = len(re.findall(r"^### Step \d+:", solution, flags=re.M)) - 1
-            texts = []
-            for i in range(params.n):
-                if depth == 0:
-                    texts.append((GOOD_PLAN, BAD_PLAN)[self.plans % 2])
-                    self.plans += 1
-                else:
-                    good = GOOD_PLAN in solution
-                    code = self.by_entry[entry].reference if good else f"def {entry}(*args):\n    return None"
-                    texts.append(f" Code of the {'good' if good else 'bad'} plan (Action 3)\n```python\n{code}\n```")
-            out.append([Completion(text=t, token_ids=[1] * 4, finish_reason="stop") for t in texts])
-        return out
+    def good_plan(self, prompt, i, params):
+        self.plans += 1
+        return self.plans % 2 == 1
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +35,7 @@ def tiny(tmp_path_factory):
 
 def test_collect_refuses_the_test_split(tmp_path):
     with pytest.raises(PipelineError, match="train split"):
-        collect(PRMCollectConfig(split="test", run_dir=str(tmp_path)), generator=PlanPolicy([]))
+        collect(PRMCollectConfig(split="test", run_dir=str(tmp_path)), generator=AlternatingPlans([]))
 
 
 def test_selectors():
@@ -77,7 +55,7 @@ def test_prm_end_to_end(tiny, tmp_path):
     train = load_dataset("mbpp", "train")
     counts = collect(PRMCollectConfig(model="scripted", split="train", limit=6, rollouts=4, children=2,
                                       max_steps=3, run_dir=str(tmp_path / "collect")),
-                     generator=PlanPolicy(train), progress=False)
+                     generator=AlternatingPlans(train), progress=False)
     rows = read_jsonl(counts["rows"])
     assert counts["point_rows"] >= 8 and counts["pair_rows"] >= 4
     assert {r["split"] for r in rows} == {"train"} and {r["task_id"] for r in rows} <= {p.task_id for p in train[:6]}
@@ -94,7 +72,7 @@ def test_prm_end_to_end(tiny, tmp_path):
     valid = load_dataset("mbpp", "validation")
     cfg = BestOfNConfig(prm=str(res.final_dir), model="scripted", split="validation", limit=3, n=4, max_steps=3,
                         run_dir=str(tmp_path / "bon"))
-    summary = best_of_n(cfg, generator=PlanPolicy(valid))
+    summary = best_of_n(cfg, generator=AlternatingPlans(valid))
     assert summary["problems"] == 3 and summary["oracle_pass_at_n"] == 1.0
     assert summary["pass_at_1"]["prm"] == 1.0  # the PRM prefers the good plan's code
     assert summary["pass_at_1"]["visible+prm"] == 1.0
@@ -105,7 +83,7 @@ def test_prm_end_to_end(tiny, tmp_path):
     # the PRM guides MCTS in `o1code eval --prm`: nodes carry its values, and a good plan outscores a bad one
     ev = EvalConfig(agent="mcts", mode="pseudocode", split="validation", limit=2, rollouts=4, children=2,
                     max_steps=3, prm=str(res.final_dir), run_dir=str(tmp_path / "eval"))
-    run_eval(ev, generator=PlanPolicy(valid), progress=False)
+    run_eval(ev, generator=AlternatingPlans(valid), progress=False)
     plans = {}
     for rec in read_trajectories(tmp_path / "eval" / "trajectories.jsonl"):
         plans.setdefault(rec.steps[0].text, set()).add(rec.steps[0].prm)

@@ -1,6 +1,6 @@
 """The `o1code` command line: `o1code --help` lists the commands.
 
-One module per command (`problems`, `eval`, `tcg`, `prm`, `sft`, `ppo`, `demo`), each
+One module per command (`problems`, `eval`, `tcg`, `prm`, `sft`, `ppo`, `selfplay`, `demo`), each
 with an ``add_*_command(subparsers)``; `config` turns a settings dataclass into flags and reads
 ``--config`` TOML files into it. `main` assembles the parser and turns every `O1CodeError` into one
 line on stderr and exit status 2.
@@ -19,6 +19,7 @@ from o1code.cli.eval import add_eval_command
 from o1code.cli.prm import add_prm_command
 from o1code.cli.ppo import add_ppo_command
 from o1code.cli.problems import add_problems_command
+from o1code.cli.selfplay import add_selfplay_command
 from o1code.cli.sft import add_sft_command
 from o1code.cli.tcg import add_tcg_command
 from o1code.errors import O1CodeError
@@ -46,6 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_prm_command(commands)
     add_sft_command(commands)
     add_ppo_command(commands)
+    add_selfplay_command(commands)
     add_demo_command(commands)
     return parser
 

@@ -192,6 +192,14 @@ def load_step_generator(spec: str) -> Generator:
     return load_generator(spec, chat_template=False)
 
 
+def is_saved_policy(spec: str) -> bool:
+    """True when `spec` (a path, optionally ``hf:``-prefixed) is a directory holding a saved `Policy`
+    without merged model weights (``o1code ppo``'s RUN/final): it loads only through `Policy.load`.
+    (``o1code sft``'s RUN/final holds both and loads either way.)"""
+    path = Path(spec[3:] if spec.startswith("hf:") else spec)
+    return (path / "policy.json").is_file() and not (path / "config.json").is_file()
+
+
 def load_policy_generator(directory: str) -> Generator:
     """The generator of agent ``policy``: the `Policy` saved in `directory` (``o1code ppo``'s or ``o1code
     sft``'s RUN/final; an ``hf:`` prefix is dropped), its LoRA merged, with its own prompt convention
@@ -432,7 +440,8 @@ def run_eval(
         # The sandbox first: a machine that cannot confine code refuses before a model loads.
         with contextlib.nullcontext(sandbox) if sandbox is not None else LocalSandbox(workers=1) as sandbox:
             isolation = getattr(sandbox, "isolation_summary", type(sandbox).__name__)
-            generator = generator or (load_policy_generator(config.model) if config.agent == "policy"
+            generator = generator or (load_policy_generator(config.model)
+                                      if config.agent == "policy" or is_saved_policy(config.model)
                                       else load_step_generator(config.model))
             env = CodeEnv(mode=config.mode, problems=problems, max_steps=1 if config.mode == "direct" else config.max_steps,
                           tests=config.tests, show_tests=config.show_tests, sandbox=sandbox, timeout_s=config.timeout_s)

@@ -46,7 +46,7 @@ from typing import Any, Sequence
 from o1code.data import Problem, load_dataset
 from o1code.data.formats import MODES, SHOW_TESTS
 from o1code.pipeline.errors import PipelineError
-from o1code.pipeline.evaluate import EvalConfig, run_eval, select_problems
+from o1code.pipeline.evaluate import EvalConfig, is_saved_policy, load_prm, run_eval, select_problems
 from o1code.rewards import is_oracle
 from o1code.runs import config_changes, read_jsonl, write_atomic
 
@@ -105,6 +105,8 @@ class PPORunConfig:
         eval_split: Held-out split of the evaluation (validation, or test for a final figure).
         eval_limit: Evaluate on the first N problems of eval_split (0: no evaluation).
         eval_max_step_tokens: Token limit of a step in evaluation (None: max_step_tokens).
+        prm: A trained process reward model (``o1code prm train``'s RUN/final): every step that is not the
+            last is rewarded with its value (the paper's process reward); None: outcome reward only.
     """
 
     # -- PPOConfig's fields (o1code.agents.ppo), forwarded by ppo_config()
@@ -155,6 +157,7 @@ class PPORunConfig:
     eval_split: str = "validation"
     eval_limit: int = 20
     eval_max_step_tokens: int | None = None
+    prm: str | None = None
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -224,8 +227,8 @@ def build_policy(config: PPORunConfig) -> Any:
     included) with the run's LoRA, chat-template, device and dtype settings."""
     from o1code.models.policy import Policy, PolicyConfig
 
-    path = Path(config.model[3:] if config.model.startswith("hf:") else config.model)
-    if (path / "policy.json").is_file() and not (path / "config.json").is_file():
+    if is_saved_policy(config.model):
+        path = config.model[3:] if config.model.startswith("hf:") else config.model
         return Policy.load(path, device=config.device, chat_template=config.chat_template)
     return Policy(PolicyConfig(model=config.model, lora=config.lora, lora_r=config.lora_r,
                                lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
@@ -418,12 +421,13 @@ def run_ppo(config: PPORunConfig, progress: bool = True, policy: Any = None, san
     sandbox = sandbox if sandbox is not None else LocalSandbox(workers=1)
     try:
         tests = reward_tests(config, sandbox)
+        prm = load_prm(config.prm) if config.prm else None  # one model shared by every env
 
         def make_env() -> CodeEnv:
             return CodeEnv(mode=config.mode, problems=problems, max_steps=config.max_steps, tests=tests,
                            show_tests=config.show_tests, reward=config.reward,
                            alpha=config.alpha, truncation_reward=config.truncation_reward, sandbox=sandbox,
-                           timeout_s=config.timeout_s)
+                           timeout_s=config.timeout_s, process_reward=prm)
 
         task_ids = [p.task_id for p in problems]
         random.Random(config.seed).shuffle(task_ids)

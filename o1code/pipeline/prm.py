@@ -62,6 +62,11 @@ class PRMCollectConfig:
     children: int = 3
     margin: float = field(default=0.1, metadata={"help": "pair rows: least value gap between two siblings"})
     label: str = field(default="soft", metadata={"help": "point rows' labels: soft (Q/N) or hard"})
+    # None-valued by default so that collections pinned before these keys existed still resume
+    prm: str | None = field(default=None, metadata={"help": "a trained PRM guiding the search (new data of a "
+                                                    "self-play iteration)", "metavar": "DIR"})
+    value_weight: float | None = field(default=None, metadata={"help": "weight of the PRM's value in UCT "
+                                                               "selection (default 1 with --prm)", "metavar": "W"})
 
     def eval_config(self) -> EvalConfig:
         if self.split not in ("train", "validation"):
@@ -72,7 +77,8 @@ class PRMCollectConfig:
         return EvalConfig(agent="mcts", mode=self.mode, model=self.model, dataset=self.dataset, split=self.split,
                           limit=self.limit, seed=self.seed, run_dir=str(Path(self.run_dir) / "search"),
                           max_steps=self.max_steps, tests="dataset", show_tests=self.show_tests,
-                          max_step_tokens=self.max_step_tokens, rollouts=self.rollouts, children=self.children)
+                          max_step_tokens=self.max_step_tokens, rollouts=self.rollouts, children=self.children,
+                          prm=self.prm, value_weight=self.value_weight)
 
 
 def prm_rows(trajectories: Path, problems: Sequence[Problem], mode: str, show_tests: str, split: str,
