@@ -682,6 +682,10 @@ def handle(timeout, ready_s, out_cap, payload, outfd):
             ctl_open = take(os.read(ctl_r, 4096))
             if not ctl_open:
                 poller.unregister(ctl_r)
+                # The pipe closes as the child exits, a moment before its pidfd says so: wait that
+                # moment, so that its exit status or signal (not "stopped") is what the host reads.
+                # A sample that merely closed the pipe is killed after it.
+                exited = exited or bool(select.select([pidfd], [], [], 0.05)[0])
         if pidfd in events:
             exited = True
     if exited and ctl_open and not st["ready"] and select.select([ctl_r], [], [], 0)[0]:

@@ -50,11 +50,11 @@ def read_sample(config: "SandboxConfig", header: dict, res: bytes, timeout_s: fl
         death = (Verdict.FAILED, f"returned values exceed {config.result_cap_bytes} bytes")
     elif sig is not None:
         death = (Verdict.RUNTIME_ERROR, f"process killed by {_SIGNAMES.get(sig, sig)}")
-    elif header.get("done"):  # it said it finished (or the sample said so early): stopped there
-        death = (Verdict.RUNTIME_ERROR, "process stopped before finishing the tests")
-    else:
+    elif header.get("exit") is not None or not header.get("done"):
         death = (Verdict.RUNTIME_ERROR,
                  f"process exited (status {header.get('exit')}) before finishing the tests")
+    else:  # it said it finished (or the sample said so early) and was stopped there
+        death = (Verdict.RUNTIME_ERROR, "process stopped before finishing the tests")
 
     early: Optional[tuple[Verdict, str]] = None
     for phase in ("code", "setup"):
