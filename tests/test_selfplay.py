@@ -176,3 +176,17 @@ def test_experiment_files_are_valid(name):
     cfg = C(**data)
     assert cfg.eval_split == "validation" and cfg.tests in ("visible", "tcg")
     json.dumps(plan(cfg) and [s.key for s in plan(cfg)])
+
+
+def test_selfplay_tcg_stage_trains_measures_and_names_the_reward_tests(tiny_model_dir, tmp_path):
+    from o1code.pipeline.selfplay import Stage, _Context, _run_stage
+
+    cfg = config(tiny_model_dir, tmp_path / "t", iterations=0, train_limit=2, tcg="train", tests="tcg",
+                 tcg_train={"sft_max_steps": 1, "dpo_max_steps": -1, "batch_size": 2, "max_length": 512},
+                 tcg_eval={"max_mutants": 1, "sample_wrong": 0})
+    assert [s.key for s in plan(cfg)][0] == "0/tcg"
+    ctx = _Context(cfg, tmp_path / "t", {}, None, False)
+    settings, inputs, outputs, figures = _run_stage(ctx, Stage(0, "tcg"))
+    assert figures["spec"] == f"hf:{outputs['tcg']}" and (outputs["tcg"] / "config.json").is_file()
+    assert figures["problems"] == 1 and settings["eval"]["split"] == "validation"
+    assert len(read_jsonl(outputs["tcg_results"])) == 1
