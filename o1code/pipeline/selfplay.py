@@ -46,9 +46,10 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from o1code.data.formats import MODES, SHOW_TESTS
+from o1code.errors import RunDirError
 from o1code.pipeline.errors import PipelineError
 from o1code.pipeline.evaluate import EvalConfig, run_eval
-from o1code.pipeline.ppo import PPORunConfig
+from o1code.pipeline.ppo import PPORunConfig, _mean
 from o1code.pipeline.prm import PRMCollectConfig
 from o1code.pipeline.tcg import TCGEvalConfig
 from o1code.runs import is_done, mark_done, pin_config, read_jsonl, write_atomic, write_jsonl
@@ -394,11 +395,10 @@ def _rl_stage(ctx: _Context, stage: Stage) -> tuple[Any, dict, dict, dict]:
                           "max_steps": c.max_steps, "show_tests": c.show_tests, "tests": tests,
                           "prm": str(prm) if c.prm_reward and prm is not None else None})
     res = run_ppo(cfg, progress=ctx.progress)
-    last = res.history[-3:]
 
-    def mean(key: str) -> float | None:
-        vals = [h[key] for h in last if isinstance(h.get(key), (int, float)) and not math.isnan(h[key])]
-        return sum(vals) / len(vals) if vals else None
+    def mean(key: str) -> float | None:  # over the last 3 updates, as the PPO summary's last column
+        value = _mean(res.history[-3:], key)
+        return None if math.isnan(value) else value
 
     figures = {"updates": len(res.history), "train_reward": mean("reward"), "reward_test_pass": mean("reward_test_pass"),
                "hidden_test_pass": mean("hidden_test_pass"), "seconds_per_update": mean("seconds_per_update"),
@@ -497,7 +497,7 @@ def run_selfplay(config: SelfPlayConfig, *, progress: bool = True, from_stage: s
     pinned = asdict(config)
     try:
         pin_config(run, pinned, ignore=UNPINNED)
-    except Exception as exc:  # RunDirError: name the field, one line
+    except RunDirError as exc:  # name the field, one line
         raise PipelineError(str(exc)) from None
     if from_stage:
         redo_from(config, from_stage)
