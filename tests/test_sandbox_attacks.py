@@ -444,7 +444,10 @@ def test_fake_result_lines_on_every_fd(sb):
         "def f(x):\n    for fd in range(0, 64):\n        try:\n            os.write(fd, L)\n        except OSError:\n            pass\n    return 0"
     )
     r = run(sb, code, tests=TESTS)
-    assert r.verdict is Verdict.FAILED and r.passed == 0, r
+    # Its bytes on the control pipe end its own run early (see test_early_done_only_cuts_the_sample_short),
+    # so whether it finished its (failing) tests first is a race: either way it is the sample's loss.
+    assert r.passed == 0 and r.verdict in (Verdict.FAILED, Verdict.RUNTIME_ERROR), r
+    assert r.attempts == 1, r
 
 
 # The worker protocol (see o1code/sandboxes/_worker.py): binary frames between host and zygote, a
