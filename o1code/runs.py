@@ -23,6 +23,7 @@ Bottom layer: this module imports only the standard library and `o1code.errors`.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
 import os
@@ -207,6 +208,23 @@ def pin_config(run_dir: str | os.PathLike, config: Mapping[str, Any], *, ignore:
     return stored
 
 
+def digest(path: str | os.PathLike) -> str:
+    """sha256 of a file's bytes, or of a directory's files (relative path and content, sorted):
+    the identity of an input or output (a model directory, a data file) across runs."""
+    path = Path(path)
+    if not path.exists():
+        raise RunDirError(f"{path} is missing")
+    h = hashlib.sha256()
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    for f in files:
+        if f != path:
+            h.update(str(f.relative_to(path)).encode() + b"\0")
+        with open(f, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                h.update(chunk)
+    return h.hexdigest()
+
+
 # -- stage markers -------------------------------------------------------------------------------
 
 
@@ -232,6 +250,6 @@ def is_done(run_dir: str | os.PathLike, stage: str) -> bool:
 
 
 __all__ = [
-    "CONFIG_FILE", "append_jsonl", "atomic_open", "config_changes", "is_done", "load_config", "mark_done",
+    "CONFIG_FILE", "append_jsonl", "atomic_open", "config_changes", "digest", "is_done", "load_config", "mark_done",
     "pin_config", "read_jsonl", "write_atomic", "write_jsonl",
 ]

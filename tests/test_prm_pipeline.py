@@ -70,10 +70,16 @@ def test_prm_end_to_end(tiny, tmp_path):
     assert res.loss[1] < res.loss[0]
 
     valid = load_dataset("mbpp", "validation")
-    cfg = BestOfNConfig(prm=str(res.final_dir), model="scripted", split="validation", limit=3, n=4, max_steps=3,
-                        run_dir=str(tmp_path / "bon"))
-    summary = best_of_n(cfg, generator=AlternatingPlans(valid))
+    # sampling first, without a PRM: only the random selectors
+    cfg = BestOfNConfig(model="scripted", split="validation", limit=3, n=4, max_steps=3, run_dir=str(tmp_path / "bon"))
+    unscored = best_of_n(cfg, generator=AlternatingPlans(valid))
+    assert set(unscored["pass_at_1"]) == {"random", "visible+random"} and unscored["oracle_pass_at_n"] == 1.0
+    # then the PRM scores the same samples (no sampling: the generator would fail)
+    cfg = BestOfNConfig(**{**cfg.__dict__, "prm": str(res.final_dir)})
+    summary = best_of_n(cfg, generator=object())
     assert summary["problems"] == 3 and summary["oracle_pass_at_n"] == 1.0
+    assert {k: summary["pass_at_1"][k] for k in unscored["pass_at_1"]} == unscored["pass_at_1"]
+    assert len(list((tmp_path / "bon" / "scores").glob("*.jsonl"))) == 1
     assert summary["pass_at_1"]["prm"] == 1.0  # the PRM prefers the good plan's code
     assert summary["pass_at_1"]["visible+prm"] == 1.0
     # resuming recomputes the summary from the committed samples without sampling again

@@ -10,8 +10,11 @@
   per problem and sample), each judged on the visible (reward) tests and the hidden (judging) tests and
   scored by the PRM; then Pass@1 on the hidden tests of the answer each selector picks: ``prm`` (best PRM
   score), ``visible+prm`` (best PRM score among the samples passing the visible tests, else among all),
-  ``random``, ``visible+random``; and oracle pass@N (any sample passes) as the ceiling. Samples are
-  committed per problem (``RUN/samples.jsonl``) and a rerun resumes.
+  ``random``, ``visible+random``; and oracle pass@N (any sample passes) as the ceiling. Sampling does
+  not depend on the PRM: samples are committed per problem (``RUN/samples.jsonl``), and each PRM's
+  scores per problem in a file of its own (``RUN/scores/<PRM sha256>.jsonl``). So a rerun resumes
+  either part, one set of samples serves several PRMs (checkpoints, self-play iterations), and the
+  sampling can run before the PRM is trained (no ``--prm``: the two random selectors only).
 
 A trajectory's PRM score is its last step's P(+) (``aggregate="last"``: the PRM's estimate that the
 finished solution is correct given everything before it), or the ``min`` / ``mean`` over its steps.
@@ -35,7 +38,7 @@ from o1code.envs import CodeEnv, EvalInfo
 from o1code.pipeline.errors import PipelineError
 from o1code.pipeline.evaluate import EvalConfig, load_step_generator, run_eval, select_problems
 from o1code.rewards.process import default_question
-from o1code.runs import append_jsonl, pin_config, read_jsonl, write_atomic, write_jsonl
+from o1code.runs import append_jsonl, digest, pin_config, read_jsonl, write_atomic, write_jsonl
 
 log = logging.getLogger(__name__)
 
@@ -128,8 +131,8 @@ def collect(config: PRMCollectConfig, generator: Any = None, progress: bool = Tr
 class BestOfNConfig:
     """Every setting of ``o1code prm eval``'s best-of-N: the policy, the held-out problems, sampling."""
 
-    prm: str = field(default="", metadata={"help": "a trained PRM directory (RUN/final of `prm train`)",
-                                           "metavar": "DIR"})
+    prm: str = field(default="", metadata={"help": "a trained PRM directory (RUN/final of `prm train`); empty: "
+                                           "sample only (the random selectors)", "metavar": "DIR"})
     model: str = field(default="default", metadata={"help": "the policy that samples", "metavar": "SPEC"})
     dataset: str = "mbpp"
     split: str = "validation"
@@ -157,6 +160,14 @@ class BestOfNConfig:
             raise PipelineError("n must be >= 1")
         if self.rows and not Path(self.rows).is_file():
             raise PipelineError(f"no rows file {self.rows!r}")
+        if self.rows and not self.prm:
+            raise PipelineError("rows are for the PRM's step metrics: give --prm too")
+        if self.prm and not (Path(self.prm) / "prm.json").is_file():
+            raise PipelineError(f"no PRM in {self.prm} (prm.json missing)")
+
+    @property
+    def selectors(self) -> tuple[str, ...]:
+        return SELECTORS if self.prm else tuple(s for s in SELECTORS if "prm" not in s)
 
 
 def trajectory_score(step_scores: Sequence[float], aggregate: str = "last") -> float:
@@ -198,23 +209,21 @@ def _sample_problem(env: CodeEnv, generator: Any, problem: Problem, config: Best
 
 def best_of_n(config: BestOfNConfig, generator: Any = None, prm: Any = None, sandbox: Any = None,
               on_problem: Callable[[dict], None] | None = None) -> dict[str, Any]:
-    """Sample, score and select on every problem (resuming ``RUN/samples.jsonl``); write and return the
-    summary: ``pass_at_1`` per selector, ``oracle_pass_at_n``, ``visible_any`` (share of problems with a
-    sample passing the visible tests), counts. Known-bad MBPP tasks are excluded."""
-    from o1code.models.prm import ProcessRewardModel
+    """Sample every problem (resuming ``RUN/samples.jsonl``), score the samples with the PRM when one is
+    given (resuming its scores file), select; write and return the summary: ``pass_at_1`` per selector,
+    ``oracle_pass_at_n``, ``visible_any`` (share of problems with a sample passing the visible tests),
+    counts. Known-bad MBPP tasks are excluded."""
     from o1code.sandboxes import LocalSandbox
 
     config.validate()
     run = Path(config.run_dir)
-    pin_config(run, asdict(config), ignore=("run_dir", "limit"))
-    ev = EvalConfig(dataset=config.dataset, split=config.split, limit=config.limit)
-    problems = select_problems(ev)
+    # The PRM, its held-out rows and the aggregate only change the selection, not the samples.
+    pin_config(run, asdict(config), ignore=("run_dir", "limit", "prm", "rows", "aggregate"))
+    problems = select_problems(EvalConfig(dataset=config.dataset, split=config.split, limit=config.limit))
     path = run / "samples.jsonl"
-    rows = read_jsonl(path, repair=True)
-    done = {r["task_id"] for r in rows}
-    todo = [p for p in problems if p.task_id not in done]
+    rows = {r["task_id"]: r for r in read_jsonl(path, repair=True)}
+    todo = [p for p in problems if p.task_id not in rows]
     if todo:
-        prm = prm or ProcessRewardModel.load(config.prm)
         generator = generator or load_step_generator(config.model)
         own_sandbox = sandbox is None
         sandbox = sandbox or LocalSandbox(workers=1)
@@ -223,63 +232,92 @@ def best_of_n(config: BestOfNConfig, generator: Any = None, prm: Any = None, san
                           show_tests=config.show_tests, sandbox=sandbox)
             for k, problem in enumerate(todo, 1):
                 t0 = time.perf_counter()
-                samples = _sample_problem(env, generator, problem, config)
-                q = default_question(problem, show_tests=config.show_tests)
-                for s, scores in zip(samples, prm.score_batch([(q, s["steps"]) for s in samples])):
-                    s["prm"] = scores  # per step; a trajectory's score is aggregated when summarising
-                row = {"task_id": problem.task_id, "known_bad": problem.known_bad, "samples": samples,
-                       "seconds": time.perf_counter() - t0}
-                append_jsonl(path, [row])  # the commit point of the problem
-                rows.append(row)
+                row = {"task_id": problem.task_id, "known_bad": problem.known_bad,
+                       "samples": _sample_problem(env, generator, problem, config)}
+                row["seconds"] = time.perf_counter() - t0
+                append_jsonl(path, [row])  # the commit point of the problem's samples
+                rows[problem.task_id] = row
                 log.info("best-of-%d %d/%d %s: %d of %d samples pass the hidden tests (%.0f s)", config.n, k,
-                         len(todo), problem.task_id, sum(s["passed"] for s in samples), len(samples),
+                         len(todo), problem.task_id, sum(s["passed"] for s in row["samples"]), config.n,
                          row["seconds"])
                 if on_problem:
                     on_problem(row)
         finally:
             if own_sandbox:
                 sandbox.close()
-    summary = summarise_best_of_n(rows, config)
+    chosen = [rows[p.task_id] for p in problems]
+    scores: dict[str, list[list[float]]] = {}
+    if config.prm:
+        key = digest(config.prm)
+        scores, prm = _score_samples(config, chosen, run / "scores" / f"{key[:16]}.jsonl", prm)
+    summary = summarise_best_of_n(chosen, config, scores)
     if config.rows:
-        summary["heldout"] = _row_metrics(config, prm)
+        summary["heldout"] = _row_metrics(config, prm, run / f"heldout-{key[:16]}.json")
     write_atomic(run / "summary.json", json.dumps(summary, indent=2))
     write_atomic(run / "summary.md", best_of_n_table(summary))
     plot_best_of_n(summary, run / "summary.png")
     return summary
 
 
-def _row_metrics(config: BestOfNConfig, prm: Any) -> dict[str, Any]:
-    """Step AUC / accuracy / log-loss and pair accuracy of the PRM on held-out rows (cached in the run
-    directory: the PRM and the rows are pinned, so they cannot change)."""
+def _score_samples(config: BestOfNConfig, rows: Sequence[dict], path: Path, prm: Any
+                   ) -> tuple[dict[str, list[list[float]]], Any]:
+    """Per task, the PRM's step scores of each sample, committed per problem to `path` (one file per
+    PRM, named by its sha256) and resumed; loads the PRM only when something is left to score."""
+    from o1code.models.prm import ProcessRewardModel
+
+    scores = {r["task_id"]: r["scores"] for r in read_jsonl(path, repair=True)}
+    todo = [r for r in rows if r["task_id"] not in scores]
+    if todo:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        prm = prm or ProcessRewardModel.load(config.prm)
+        problems = {p.task_id: p for p in select_problems(EvalConfig(dataset=config.dataset, split=config.split))}
+        for k, r in enumerate(todo, 1):
+            q = default_question(problems[r["task_id"]], show_tests=config.show_tests)
+            t0 = time.perf_counter()
+            scores[r["task_id"]] = prm.score_batch([(q, s["steps"]) for s in r["samples"]])
+            append_jsonl(path, [{"task_id": r["task_id"], "scores": scores[r["task_id"]]}])
+            log.info("PRM scores %d/%d %s (%.0f s)", k, len(todo), r["task_id"], time.perf_counter() - t0)
+    return scores, prm
+
+
+def _row_metrics(config: BestOfNConfig, prm: Any, cache: Path) -> dict[str, Any]:
+    """Step AUC / accuracy / log-loss and pair accuracy of the PRM on held-out rows (cached per PRM and
+    rows file in `cache`)."""
     from o1code.models.prm import ProcessRewardModel
     from o1code.training.prm import evaluate_rows
 
-    cache = Path(config.run_dir) / "heldout.json"
+    rows_key = digest(config.rows)
     if cache.is_file():
-        return json.loads(cache.read_text())
+        cached = json.loads(cache.read_text())
+        if cached.get("rows_sha256") == rows_key:
+            return cached
     rows = read_jsonl(config.rows)
     train = [r["task_id"] for r in rows if r.get("split") == "train"]
     if train:
         raise PipelineError(f"{config.rows} holds train-split rows ({train[0]} ...): held-out metrics need "
                             "rows from `o1code prm collect --split validation`")
-    metrics = evaluate_rows(prm or ProcessRewardModel.load(config.prm), rows)
+    metrics = {**evaluate_rows(prm or ProcessRewardModel.load(config.prm), rows), "rows_sha256": rows_key}
     write_atomic(cache, json.dumps(metrics, indent=2))
     return metrics
 
 
-def summarise_best_of_n(rows: Sequence[dict], config: BestOfNConfig) -> dict[str, Any]:
-    """Pass@1 per selector over the counted problems (known-bad excluded), with seeded random picks."""
+def summarise_best_of_n(rows: Sequence[dict], config: BestOfNConfig,
+                        scores: dict[str, list[list[float]]] | None = None) -> dict[str, Any]:
+    """Pass@1 per selector over the counted problems (known-bad excluded), with seeded random picks;
+    `scores`: each task's per-sample step scores from the PRM (the PRM selectors need them)."""
     counted = [r for r in rows if not r.get("known_bad")]
-    picks: dict[str, int] = {s: 0 for s in SELECTORS}
+    selectors = config.selectors
+    picks: dict[str, int] = {s: 0 for s in selectors}
     for r in counted:
-        scored = [{**s, "score": trajectory_score(s.get("prm") or [], config.aggregate)} for s in r["samples"]]
-        for sel in SELECTORS:
+        steps = (scores or {}).get(r["task_id"]) or [[] for _ in r["samples"]]
+        scored = [{**s, "score": trajectory_score(sc, config.aggregate)} for s, sc in zip(r["samples"], steps)]
+        for sel in selectors:
             rng = random.Random(problem_seed(config.seed, f"{r['task_id']}:{sel}"))
             picks[sel] += bool(select(scored, sel, rng)["passed"])
     n = len(counted) or 1
     return {"problems": len(counted), "n": config.n, "aggregate": config.aggregate, "prm": config.prm,
             "model": config.model, "split": config.split,
-            "pass_at_1": {sel: picks[sel] / n for sel in SELECTORS},
+            "pass_at_1": {sel: picks[sel] / n for sel in selectors},
             "oracle_pass_at_n": sum(any(s["passed"] for s in r["samples"]) for r in counted) / n,
             "visible_any": sum(any(s["reward_passed"] for s in r["samples"]) for r in counted) / n,
             "sample_pass_rate": sum(s["passed"] for r in counted for s in r["samples"])

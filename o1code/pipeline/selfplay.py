@@ -52,7 +52,7 @@ from o1code.pipeline.evaluate import EvalConfig, run_eval
 from o1code.pipeline.ppo import PPORunConfig, _mean
 from o1code.pipeline.prm import PRMCollectConfig
 from o1code.pipeline.tcg import TCGEvalConfig
-from o1code.runs import is_done, mark_done, pin_config, read_jsonl, write_atomic, write_jsonl
+from o1code.runs import digest, is_done, mark_done, pin_config, read_jsonl, write_atomic, write_jsonl
 from o1code.training.prm import PRMTrainConfig
 from o1code.training.sft import PolicySFTConfig
 from o1code.training.tcg import TCGTrainConfig
@@ -207,21 +207,6 @@ def find_stage(stages: list[Stage], text: str) -> int:
 
 
 # ---------------------------------------------------------------- hashes and manifests
-def digest(path: Path) -> str:
-    """sha256 of a file's bytes, or of a directory's files (relative path and content, sorted)."""
-    if not path.exists():
-        raise PipelineError(f"{path} is missing")
-    h = hashlib.sha256()
-    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
-    for f in files:
-        if f != path:
-            h.update(str(f.relative_to(path)).encode() + b"\0")
-        with open(f, "rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                h.update(chunk)
-    return h.hexdigest()
-
-
 def _hashes(paths: Mapping[str, Path]) -> dict[str, dict[str, str]]:
     return {k: {"path": str(p), "sha256": digest(Path(p))} for k, p in paths.items()}
 
