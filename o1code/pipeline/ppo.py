@@ -73,20 +73,27 @@ class PPORunConfig:
         episodes_per_update: Episodes collected per update (grpo: a multiple of group_size).
         group_size: grpo: episodes per problem in one update.
         max_step_tokens: Token limit of one step in rollouts.
-        temperature, top_p: Rollout sampling (1.0, 1.0: the policy's own distribution, as the ratio assumes).
+        temperature: Rollout sampling temperature (1.0: the policy's own distribution, as the ratio assumes).
+        top_p: Rollout nucleus sampling (1.0: off, as the ratio assumes).
         kl_coef: Weight of the KL to the reference policy (the starting policy).
-        gamma, gae_lambda, clip, vf_coef, ent_coef: Discount over steps, GAE's lambda, PPO's epsilon, value-loss
-            and entropy weights.
+        gamma: Discount over steps.
+        gae_lambda: GAE's lambda.
+        clip: PPO's clipping epsilon.
+        vf_coef: Weight of the value loss.
+        ent_coef: Weight of the entropy bonus.
         learning_rate: AdamW step size (LoRA takes larger steps than full fine-tuning: 5e-5 here, 1e-5 in PPOConfig).
-        update_epochs, minibatch_size, micro_batch: Passes over the rollout's steps, steps per optimizer
-            step, steps per forward pass.
-        max_grad_norm, seed: Gradient clipping; the seed of every random choice.
+        update_epochs: Passes over the rollout's steps.
+        minibatch_size: Steps per optimizer step.
+        micro_batch: Steps per forward pass.
+        max_grad_norm: Gradient clipping.
+        seed: The seed of every random choice.
         save_every: Checkpoint every this many updates.
         eval_every: Held-out evaluation every this many updates (0: none; with eval_limit > 0 also before training).
         model: The starting policy: a model spec (default, hf:ID_OR_PATH ...), the RUN/final of `o1code sft`,
             or a saved Policy directory.
         run_dir: Output directory (see the module docstring); re-using it resumes.
-        device, dtype: Where and in what precision the policy runs (None: cuda when available; float32).
+        device: Where the policy runs (None: cuda when available).
+        dtype: Its precision (float32 by default).
         lora: Train LoRA adapters (the reference is then the adapters disabled); False trains every weight
             against a frozen copy.
         lora_r, lora_alpha, lora_dropout, lora_targets: LoRA settings (targets None: all linear layers but the head).

@@ -97,16 +97,19 @@ class SelfPlayConfig:
         seed: Seed of every stage (iteration I's collection and RL use seed + I, so new data differs).
         mode: Reasoning format (pseudocode, vanilla, direct) of every stage.
         show_tests: Tests shown in prompts (none, first, all); the judging tests stay hidden either way.
-        max_steps, max_step_tokens: Steps per episode and tokens per step, in every stage.
+        max_steps: Steps per episode, in every stage.
+        max_step_tokens: Tokens per step, in every stage.
         train_limit: The first N problems of the train split (collection, TCG and RL).
-        rollouts, children: MCTS budget per problem (collection and evaluation).
+        rollouts: MCTS rollouts per problem (collection and evaluation).
+        children: Children per MCTS expansion.
         tests: RL's reward tests: visible (the tests shown in the prompt), tcg (the TCG's; needs ``tcg``)
             or dataset (every test of a train problem).
         tcg: The test-case generator: "" (none), ``train`` (stage iter-0/tcg trains one on the train
             problems) or the spec of a trained one (e.g. ``hf:runs/tcg/final``; its figures are measured).
         prm_reward: RL rewards every step but the last with the PRM's value.
         prm_value_weight: Weight of the PRM's value in the MCTS of new data and of evaluation (0: none).
-        eval_split, eval_limit: The fixed held-out slice every evaluation uses (never train).
+        eval_split: The split of the fixed held-out slice every evaluation uses (never train).
+        eval_limit: Its first N problems.
         eval_agents: Agents measured on it each iteration: greedy, sample, mcts.
         device: cpu or cuda for the training stages (None: cuda when available).
     """

@@ -72,10 +72,16 @@ class PolicySFTConfig:
         max_paths_per_problem: Keep at most this many distinct correct paths per problem.
         epochs: Passes over the examples (ignored when max_steps > 0).
         max_steps: Optimizer steps (> 0 overrides epochs).
-        learning_rate, batch_size, grad_accum: Optimizer step size, micro-batch size, gradient accumulation.
+        learning_rate: Optimizer step size.
+        batch_size: Examples per forward pass (micro-batch).
+        grad_accum: Micro-batches per optimizer step.
         max_length: Longest tokenized example (prompt + completion); longer examples are dropped, not cut.
-        warmup_ratio, weight_decay, lr_scheduler: Optimizer schedule (warmup as a share of the steps).
-        logging_steps, save_steps, save_total_limit: TensorBoard scalars and checkpoints.
+        warmup_ratio: Warmup as a share of the optimizer steps.
+        weight_decay: AdamW's weight decay.
+        lr_scheduler: Learning-rate schedule (a transformers scheduler name: cosine, linear, constant ...).
+        logging_steps: TensorBoard scalars every this many optimizer steps.
+        save_steps: A checkpoint every this many optimizer steps.
+        save_total_limit: Checkpoints kept (older ones are deleted).
         seed: Seeds data order and training.
         lora: Train LoRA adapters (merged into the saved model); False trains every weight.
         lora_r, lora_alpha, lora_dropout, lora_targets: LoRA settings (targets None: all linear layers

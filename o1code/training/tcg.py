@@ -63,10 +63,15 @@ class TCGTrainConfig:
         beta: DPO's beta (the paper leaves it open; 0.1).
         sft_epochs, dpo_epochs: Epochs per stage (ignored when the matching max_steps > 0).
         sft_max_steps, dpo_max_steps: Optimizer steps per stage (0: use the epochs; -1 skips the stage).
-        batch_size, grad_accum: Micro-batch size and gradient accumulation.
+        batch_size: Examples per forward pass (micro-batch).
+        grad_accum: Micro-batches per optimizer step.
         max_length: Longest tokenized example (prompt + completion); longer ones are truncated.
-        warmup_ratio, weight_decay, lr_scheduler: Optimizer schedule (warmup as a share of the steps).
-        logging_steps, save_steps, save_total_limit: TensorBoard scalars and checkpoints.
+        warmup_ratio: Warmup as a share of the optimizer steps.
+        weight_decay: AdamW's weight decay.
+        lr_scheduler: Learning-rate schedule (a transformers scheduler name: cosine, linear, constant ...).
+        logging_steps: TensorBoard scalars every this many optimizer steps.
+        save_steps: A checkpoint every this many optimizer steps.
+        save_total_limit: Checkpoints kept (older ones are deleted).
         seed: Seeds data shuffling and training.
         show_example: Show the first dataset test in the prompt (must match the TCG used later).
         include_example: Keep the shown test in the SFT/DPO target too (see `build_tcg_examples`).
