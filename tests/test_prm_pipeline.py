@@ -60,8 +60,12 @@ def test_prm_end_to_end(tiny, tmp_path):
     assert counts["point_rows"] >= 8 and counts["pair_rows"] >= 4
     assert {r["split"] for r in rows} == {"train"} and {r["task_id"] for r in rows} <= {p.task_id for p in train[:6]}
     points = [r for r in rows if r["kind"] == "point"]
-    plan_value = {r["steps"][-1]: r["labels"][-1] for r in points if len(r["steps"]) == 1}
+    labelled = [((r["task_id"], *r["steps"][:j + 1]), v) for r in points for j, v in enumerate(r["labels"])
+                if v is not None]
+    assert len(labelled) == len(dict(labelled))  # every node labelled once
+    plan_value = {k[1]: v for k, v in labelled if len(k) == 2}
     assert plan_value[GOOD_PLAN] > plan_value[BAD_PLAN]  # labels come from the search's values
+    assert any(sum(v is not None for v in r["labels"]) > 1 for r in points)  # a row trains several steps
     assert all(r["win"].startswith((GOOD_PLAN, " Code of the good")) for r in rows if r["kind"] == "pair")
 
     res = train_prm(PRMTrainConfig(model=tiny, data=counts["rows"], run_dir=str(tmp_path / "prm"), objective="both",
