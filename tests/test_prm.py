@@ -47,6 +47,30 @@ def test_score_is_a_probability_per_step_and_batch_independent(tiny):
     assert prm.score("Write add.", ["plan it"])[0] == pytest.approx(one[0], abs=1e-5)
 
 
+def test_scores_read_the_lm_head_at_the_markers_only(tiny):
+    import torch
+
+    prm = _prm(tiny)
+    batch = [("Write add.", ["plan it", "code it"]), ("Other question, longer than the first one.", ["x"])]
+    ids, pos = prm.encode(*batch[0])
+    with torch.no_grad():
+        full = prm.model(input_ids=torch.tensor([ids])).logits[0]
+        z = prm.step_logodds(batch)[0]
+    pos_id, neg_id = prm.label_ids
+    assert z.tolist() == pytest.approx([float(full[p, pos_id] - full[p, neg_id]) for p in pos], abs=1e-4)
+
+
+def test_bfloat16_backbone_keeps_float32_adapters(tiny):
+    import torch
+
+    prm = _prm(tiny, dtype="bfloat16")
+    trainable = [p for p in prm.model.parameters() if p.requires_grad]
+    assert trainable and all(p.dtype == torch.float32 for p in trainable)
+    assert any(p.dtype == torch.bfloat16 for p in prm.model.parameters())
+    scores = prm.score("Write add.", ["plan it", "code it"])
+    assert scores == pytest.approx(_prm(tiny).score("Write add.", ["plan it", "code it"]), abs=0.05)
+
+
 def test_bad_labels_are_refused(tiny):
     from o1code.models.errors import InvalidParamsError
 

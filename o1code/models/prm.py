@@ -121,12 +121,19 @@ class ProcessRewardModel(torch.nn.Module):
         for i, (ids, _) in enumerate(encoded):  # right padding: positions stay where encode put them
             input_ids[i, :len(ids)] = torch.tensor(ids)
             mask[i, :len(ids)] = 1
-        logits = self.model(input_ids=input_ids.to(self.device_), attention_mask=mask.to(self.device_)).logits
+        # The LM head only at the markers: over a 150k vocabulary it is ~1/4 of a forward pass.
+        wanted = sorted({max(p, 0) for _, positions in encoded for p in positions})
+        column = {p: k for k, p in enumerate(wanted)}
+        inputs = {"input_ids": input_ids.to(self.device_), "attention_mask": mask.to(self.device_)}
+        try:
+            logits = self.model(**inputs, logits_to_keep=torch.tensor(wanted, device=self.device_)).logits
+        except TypeError:  # a model without logits_to_keep: every position
+            logits, column = self.model(**inputs).logits, {p: p for p in wanted}
         pos, neg = self.label_ids
         out = []
         for i, (_, positions) in enumerate(encoded):
-            at = torch.tensor([max(p, 0) for p in positions], device=self.device_, dtype=torch.long)
-            z = (logits[i, at, pos] - logits[i, at, neg]).float()
+            at = torch.tensor([column[max(p, 0)] for p in positions], device=self.device_, dtype=torch.long)
+            z = logits[i, at, pos].float() - logits[i, at, neg].float()
             keep = torch.tensor([p >= 0 for p in positions], device=self.device_)
             out.append(torch.where(keep, z, torch.zeros_like(z)))
         return out
