@@ -151,3 +151,6 @@ def test_hub_loader_rules(tiny_model_dir):
     assert adapted == {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}
     with pytest.raises(ModelFileError):
         load_causal_lm("/nonexistent/model-dir")
+    # a missing run directory is named as such, not as a malformed hub id
+    with pytest.raises(ModelFileError, match="no directory 'runs/missing/final'"):
+        load_causal_lm("runs/missing/final")

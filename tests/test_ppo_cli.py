@@ -87,4 +87,4 @@ def test_ppo_cli_two_updates_then_the_policy_plays_in_eval(tiny_model_dir, tmp_p
     assert all(r["steps"] == 1 for r in rows)
     assert main(["eval", "--agent", "policy", "--model", str(tiny_model_dir), "--mode", "direct", "--limit", "1",
                  "--run-dir", str(tmp_path / "e2"), "--no-progress"]) == 2  # not a saved Policy
-    assert "policy.json" in capsys.readouterr().err
+    assert "--agent greedy" in capsys.readouterr().err  # says what to use for a base model

@@ -82,13 +82,20 @@ def _name(spec: str | ModelSpec) -> str:
     return spec.text if isinstance(spec, ModelSpec) else str(spec)
 
 
+def _load_error(label: str, src: str, exc: Exception) -> ModelFileError:
+    """A missing local directory reads as a bad hub id in transformers' words: say which it is."""
+    if not Path(src).expanduser().exists() and (src.count("/") != 1 or src.startswith((".", "/", "~"))):
+        return ModelFileError(f"cannot load {label}: no directory {src!r} (nor is it a hub id 'namespace/name')")
+    return ModelFileError(f"cannot load {label}: {exc}")
+
+
 def _tokenizer(src: str, kw: dict[str, Any], trust_remote_code: bool, label: str) -> Any:
     from transformers import AutoTokenizer
 
     try:
         tok = AutoTokenizer.from_pretrained(src, trust_remote_code=trust_remote_code, **kw)
     except OSError as e:
-        raise ModelFileError(f"cannot load {label}: {e}") from e
+        raise _load_error(label, src, e) from e
     return ensure_pad_token(tok)
 
 
@@ -99,7 +106,7 @@ def _model(src: str, kw: dict[str, Any], dtype: Any, trust_remote_code: bool, la
         model = AutoModelForCausalLM.from_pretrained(src, dtype=resolve_dtype(dtype),
                                                      trust_remote_code=trust_remote_code, **kw)
     except OSError as e:
-        raise ModelFileError(f"cannot load {label}: {e}") from e
+        raise _load_error(label, src, e) from e
     return _drop_gguf_label(model) if "gguf_file" in kw else model
 
 

@@ -204,9 +204,15 @@ def load_policy_generator(directory: str) -> Generator:
     """The generator of agent ``policy``: the `Policy` saved in `directory` (``o1code ppo``'s or ``o1code
     sft``'s RUN/final; an ``hf:`` prefix is dropped), its LoRA merged, with its own prompt convention
     (`Policy.to_generator`). Raises `ModelFileError` when `directory` holds no saved Policy."""
+    from o1code.models.errors import ModelFileError
     from o1code.models.policy import Policy
 
-    return Policy.load(directory[3:] if directory.startswith("hf:") else directory).to_generator()
+    path = Path(directory[3:] if directory.startswith("hf:") else directory)
+    if not (path / "policy.json").is_file():
+        raise ModelFileError(f"--agent policy loads a saved Policy (the RUN/final of `o1code ppo` or `o1code sft`); "
+                             f"{directory!r} is not one: for a base model use --agent greedy (--model "
+                             "hf:ID_OR_DIR or gguf:PATH decode on transformers, as a Policy does)")
+    return Policy.load(path).to_generator()
 
 
 def select_problems(config: EvalConfig) -> list[Problem]:
