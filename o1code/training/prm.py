@@ -68,7 +68,7 @@ class PRMTrainConfig:
     dtype: str | None = field(default=None, metadata={
         "help": "backbone precision: float32 or bfloat16 (None: bfloat16 on CUDA, float32 on CPU); the LoRA "
                 "adapters stay float32. On CPUs with AVX512-BF16 (bench/bench_precision.py) bfloat16 trains "
-                "~2.5x faster"})
+                "~2x faster"})
 
     def __post_init__(self) -> None:
         if self.objective not in OBJECTIVES:
