@@ -258,7 +258,7 @@ def best_of_n(config: BestOfNConfig, generator: Any = None, prm: Any = None, san
     scores: dict[str, list[list[float]]] = {}
     if config.prm:
         key = digest(config.prm)
-        scores, prm = _score_samples(config, chosen, run / "scores" / f"{key[:16]}.jsonl", prm)
+        scores, prm = _score_samples(config, problems, chosen, run / "scores" / f"{key[:16]}.jsonl", prm)
     summary = summarise_best_of_n(chosen, config, scores)
     if config.rows:
         summary["heldout"] = _row_metrics(config, prm, run / f"heldout-{key[:16]}.json")
@@ -268,8 +268,8 @@ def best_of_n(config: BestOfNConfig, generator: Any = None, prm: Any = None, san
     return summary
 
 
-def _score_samples(config: BestOfNConfig, rows: Sequence[dict], path: Path, prm: Any
-                   ) -> tuple[dict[str, list[list[float]]], Any]:
+def _score_samples(config: BestOfNConfig, problems: Sequence[Problem], rows: Sequence[dict], path: Path,
+                   prm: Any) -> tuple[dict[str, list[list[float]]], Any]:
     """Per task, the PRM's step scores of each sample, committed per problem to `path` (one file per
     PRM, named by its sha256) and resumed; loads the PRM only when something is left to score."""
     from o1code.models.prm import ProcessRewardModel
@@ -279,9 +279,9 @@ def _score_samples(config: BestOfNConfig, rows: Sequence[dict], path: Path, prm:
     if todo:
         path.parent.mkdir(parents=True, exist_ok=True)
         prm = prm or ProcessRewardModel.load(config.prm)
-        problems = {p.task_id: p for p in select_problems(EvalConfig(dataset=config.dataset, split=config.split))}
+        by_id = {p.task_id: p for p in problems}
         for k, r in enumerate(todo, 1):
-            q = default_question(problems[r["task_id"]], show_tests=config.show_tests)
+            q = default_question(by_id[r["task_id"]], show_tests=config.show_tests)
             t0 = time.perf_counter()
             scores[r["task_id"]] = prm.score_batch([(q, s["steps"]) for s in r["samples"]])
             append_jsonl(path, [{"task_id": r["task_id"], "scores": scores[r["task_id"]]}])
