@@ -128,6 +128,9 @@ def test_selfplay_two_iterations_killed_and_resumed_equals_uninterrupted(tiny_mo
     # a rerun skips every stage; status reads the table; a changed setting is refused by name
     again = run_selfplay(cfg, progress=False, generators=lambda where, spec: pytest.fail(f"{where} ran again"))
     assert again.manifests.keys() == resumed.manifests.keys()
+    other_precision = config(tiny_model_dir, tmp_path / "b", dtype="bfloat16")  # hardware choice: not pinned
+    assert run_selfplay(other_precision, progress=False, generators=lambda where, spec: pytest.fail(where)).manifests
+    assert resumed.manifests["0/sft"]["config"]["dtype"] is None  # each stage's manifest records its own
     with pytest.raises(PipelineError, match="train_limit"):
         run_selfplay(config(tiny_model_dir, tmp_path / "b", train_limit=3), progress=False)
 

@@ -1,6 +1,6 @@
 """The `o1code` command line: `o1code --help` lists the commands.
 
-One module per command (`problems`, `eval`, `tcg`, `prm`, `sft`, `ppo`, `selfplay`, `demo`), each
+One module per command (`problems`, `eval`, `tcg`, `prm`, `sft`, `ppo`, `selfplay`, `export`, `demo`), each
 with an ``add_*_command(subparsers)``; `config` turns a settings dataclass into flags and reads
 ``--config`` TOML files into it. `main` assembles the parser and turns every `O1CodeError` into one
 line on stderr and exit status 2.
@@ -16,6 +16,7 @@ from typing import Sequence
 from o1code import __version__
 from o1code.cli.demo import add_demo_command
 from o1code.cli.eval import add_eval_command
+from o1code.cli.export import add_export_command
 from o1code.cli.prm import add_prm_command
 from o1code.cli.ppo import add_ppo_command
 from o1code.cli.problems import add_problems_command
@@ -48,6 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_sft_command(commands)
     add_ppo_command(commands)
     add_selfplay_command(commands)
+    add_export_command(commands)
     add_demo_command(commands)
     return parser
 

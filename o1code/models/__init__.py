@@ -9,8 +9,8 @@ from typing import Any
 
 from .base import Completion, Generator, SamplingParams
 from .default import DEFAULT_MODEL, QUALITY_MODEL, ChunkedModel, assemble, cache_dir, ensure_model, find_parts
-from .errors import (ChecksumError, InvalidParamsError, InvalidSpecError, MissingExtraError, ModelError,
-                     ModelFileError, ServerError)
+from .errors import (ChecksumError, ExportError, InvalidParamsError, InvalidSpecError, MissingExtraError,
+                     ModelError, ModelFileError, ServerError)
 from .hub import load_causal_lm, lora_config
 from .loader import ModelSpec, default_backend, load_generator, parse_spec, transformers_source
 from .openai import OpenAIConfig, OpenAIGenerator
@@ -18,7 +18,7 @@ from .openai import OpenAIConfig, OpenAIGenerator
 _LAZY = {
     "HFConfig": "hf", "HFGenerator": "hf", "LlamaCppConfig": "llamacpp", "LlamaCppGenerator": "llamacpp",
     "VLLMConfig": "vllm", "VLLMGenerator": "vllm", "Policy": "policy", "PolicyConfig": "policy",
-    "build_tiny_model": "tiny",
+    "build_tiny_model": "tiny", "export_gguf": "gguf_export", "export_policy": "gguf_export",
 }
 
 
@@ -34,6 +34,6 @@ __all__ = [
     "Completion", "Generator", "SamplingParams", "load_generator", "default_backend",
     "ModelSpec", "parse_spec", "transformers_source", "load_causal_lm", "lora_config",
     "ChunkedModel", "DEFAULT_MODEL", "QUALITY_MODEL", "assemble", "cache_dir", "ensure_model", "find_parts",
-    "ModelError", "InvalidSpecError", "InvalidParamsError", "MissingExtraError", "ModelFileError",
+    "ModelError", "ExportError", "InvalidSpecError", "InvalidParamsError", "MissingExtraError", "ModelFileError",
     "ChecksumError", "ServerError", "OpenAIConfig", "OpenAIGenerator", *_LAZY,
 ]

@@ -31,3 +31,7 @@ class ChecksumError(ModelError):
 
 class ServerError(ModelError, ConnectionError):
     """An OpenAI-compatible server is unreachable, timed out or answered with an error."""
+
+
+class ExportError(ModelError, ValueError):
+    """Weights cannot be written into a GGUF file (an architecture, tensor name or shape the export does not map)."""

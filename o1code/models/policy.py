@@ -73,7 +73,7 @@ class Policy(nn.Module):
             nn.init.zeros_(self.value_head.weight)
             nn.init.zeros_(self.value_head.bias)
         self.to(self.device_)
-        self.value_head.to(dtype)
+        self.value_head.float()  # float32 whatever the backbone's precision: Adam's small steps survive
 
     # ---------------------------------------------------------------- inputs
     def format_prompt(self, prompt: str) -> str:

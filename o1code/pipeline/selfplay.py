@@ -15,6 +15,11 @@ The stages, in order (``I`` is the iteration)::
     iter-I/eval       held-out Pass@1 of the new policy (MCTS guided by the PRM)  }  new data] loop)
     iter-I/collect    new MCTS data with the new policy and the PRM's values      }
 
+Trained policies play (evaluation, new data) on the backend of the starting model: when it is a GGUF on
+llama.cpp (``default``), the SFT and RL stages also export their policy into ``policy.gguf`` beside it
+(`o1code.models.gguf_export`: the trained tensors as Q8_0, the rest copied from the base), so that
+baseline and trained policies are measured alike and decode ~5x faster than on transformers.
+
 Each stage writes into ``RUN/iter-I/STAGE/``: its own outputs (every inner stage is itself resumable:
 an eval or collection resumes after its last problem, training from its last checkpoint), then
 ``manifest.json`` (the stage's config, its inputs' and outputs' sha256, seconds, figures), then the
@@ -77,8 +82,9 @@ OWNED: dict[str, frozenset[str]] = {
                        "max_steps", "tests", "show_tests", "max_step_tokens", "prm", "value_weight", "ray"}),
 }
 EVAL_AGENTS = ("greedy", "sample", "mcts")
-#: Settings a resumed run may change: where it is written, how many iterations, the device.
-UNPINNED = ("run_dir", "iterations", "device")
+#: Settings a resumed run may change: where it is written, how many iterations, and the hardware
+#: choices (device, precision), which each stage's manifest records as it ran.
+UNPINNED = ("run_dir", "iterations", "device", "dtype")
 
 
 @dataclass
@@ -112,6 +118,9 @@ class SelfPlayConfig:
         eval_limit: Its first N problems.
         eval_agents: Agents measured on it each iteration: greedy, sample, mcts.
         device: cpu or cuda for the training stages (None: cuda when available).
+        dtype: Backbone precision of the transformers stages (SFT, PRM, RL) unless their table sets one:
+            float32 or bfloat16 (None: each stage's default). bfloat16 halves training time on CPUs with
+            AVX512-BF16 (bench/bench_precision.py); adapters and the value head stay float32.
     """
 
     run_dir: str = "runs/selfplay"
@@ -134,6 +143,7 @@ class SelfPlayConfig:
     eval_limit: int = 20
     eval_agents: list[str] = field(default_factory=lambda: ["greedy", "mcts"])
     device: str | None = None
+    dtype: str | None = None
     # -- the stage tables (TOML only)
     tcg_train: dict[str, Any] = field(default_factory=dict)
     tcg_eval: dict[str, Any] = field(default_factory=dict)
@@ -268,10 +278,18 @@ class _Context:
             return self.config.model
         return f"hf:{self.out('0/sft', 'policy') if iteration == 0 else self.out(f'{iteration}/rl', 'policy')}"
 
+    def player(self, iteration: int) -> str:
+        """The policy after `iteration` as the spec that plays it (evaluation, new data): its GGUF export
+        on llama.cpp when its stage wrote one (see `_export`), else its transformers directory."""
+        if iteration < 0:
+            return self.config.model
+        outputs = self.manifests["0/sft" if iteration == 0 else f"{iteration}/rl"]["outputs"]
+        return f"llamacpp:{outputs['gguf']['path']}" if "gguf" in outputs else self.policy(iteration)
+
     def own_model(self, spec: str) -> dict[str, Path]:
         """``{"policy": path}`` when `spec` is a model this run trained (an input worth hashing), else {}."""
-        path = Path(spec.removeprefix("hf:"))
-        return {"policy": path} if path.is_dir() and self.run.resolve() in path.resolve().parents else {}
+        path = Path(spec.split(":", 1)[1] if spec.startswith(("hf:", "llamacpp:")) else spec)
+        return {"policy": path} if path.exists() and self.run.resolve() in path.resolve().parents else {}
 
     def prm(self, iteration: int) -> Path | None:
         return self.out(f"{iteration}/prm", "prm") if iteration >= 1 else None
@@ -281,6 +299,25 @@ class _Context:
 
     def generator(self, stage: str, spec: str) -> Any:
         return self.generators(stage, spec) if self.generators is not None else None
+
+
+def _export(ctx: _Context, policy: Path, dest: Path) -> dict[str, Path]:
+    """``{"gguf": dest}`` after exporting the trained `policy` into `dest` when the starting model plays
+    on llama.cpp (a GGUF: ``default`` with llama-cpp-python installed, or ``llamacpp:PATH``), so that
+    trained policies play on the same backend, quantization aside (Q8_0 trained tensors), as the
+    baseline, and ~5x faster than on transformers; else {} (they play on transformers)."""
+    from o1code.models import ExportError, default_backend, parse_spec
+    from o1code.models.gguf_export import export_policy
+
+    kind = parse_spec(ctx.config.model, bare=True).kind
+    if not (kind == "llamacpp" or (kind == "default" and default_backend() == "llamacpp")):
+        return {}
+    try:
+        export_policy(policy, ctx.config.model, dest)
+    except ExportError as exc:
+        log.warning("selfplay: %s; the trained policy plays on transformers", exc)
+        return {}
+    return {"gguf": dest}
 
 
 def _eval_stage(ctx: _Context, stage: Stage, policy: str, prm: Path | None) -> tuple[Any, dict, dict, dict]:
@@ -313,7 +350,7 @@ def _collect_stage(ctx: _Context, stage: Stage) -> tuple[Any, dict, dict, dict]:
     from o1code.pipeline.prm import collect
 
     c, i = ctx.config, stage.iteration
-    policy, prm = ctx.policy(i - 1 if i == 0 else i), ctx.prm(i)
+    policy, prm = ctx.player(i - 1 if i == 0 else i), ctx.prm(i)
     guided = prm is not None and c.prm_value_weight > 0
     cfg = PRMCollectConfig(**{"model": policy, "dataset": c.dataset, "split": "train", "limit": c.train_limit,
                               "seed": c.seed + i, "run_dir": str(stage.dir(ctx.run)), "mode": c.mode,
@@ -337,13 +374,14 @@ def _sft_stage(ctx: _Context, stage: Stage) -> tuple[Any, dict, dict, dict]:
 
     c = ctx.config
     trajectories = [ctx.out(k, "trajectories") for k in ctx.manifests if k.endswith("/collect")]
-    cfg = PolicySFTConfig(**{"model": c.model, **c.table("sft"), "trajectories": [str(t) for t in trajectories],
+    cfg = PolicySFTConfig(**{"model": c.model, "dtype": c.dtype, **c.table("sft"), "trajectories": [str(t) for t in trajectories],
                              "run_dir": str(stage.dir(ctx.run)), "dataset": c.dataset, "mode": c.mode,
                              "show_tests": c.show_tests, "seed": c.seed, "device": c.device})
     res = train_sft(cfg)
     figures = {"examples": res.examples, "problems": res.problems, "records": res.records,
                "loss_first": res.loss[0] if res.loss else None, "loss_last": res.loss[1] if res.loss else None}
-    return cfg, {f"trajectories_{i}": t for i, t in enumerate(trajectories)}, {"policy": res.final_dir}, figures
+    outputs = {"policy": res.final_dir, **_export(ctx, res.final_dir, stage.dir(ctx.run) / "policy.gguf")}
+    return cfg, {f"trajectories_{i}": t for i, t in enumerate(trajectories)}, outputs, figures
 
 
 def _prm_stage(ctx: _Context, stage: Stage) -> tuple[Any, dict, dict, dict]:
@@ -361,7 +399,7 @@ def _prm_stage(ctx: _Context, stage: Stage) -> tuple[Any, dict, dict, dict]:
                 rows.append(row)
     d.mkdir(parents=True, exist_ok=True)
     write_jsonl(d / "rows.jsonl", rows)
-    cfg = PRMTrainConfig(**{"model": c.model, **c.table("prm"), "data": str(d / "rows.jsonl"), "run_dir": str(d),
+    cfg = PRMTrainConfig(**{"model": c.model, "dtype": c.dtype, **c.table("prm"), "data": str(d / "rows.jsonl"), "run_dir": str(d),
                             "seed": c.seed, "device": c.device})
     res = train_prm(cfg)
     after = res.metrics.get("after", {})
@@ -377,7 +415,7 @@ def _rl_stage(ctx: _Context, stage: Stage) -> tuple[Any, dict, dict, dict]:
     c, i = ctx.config, stage.iteration
     policy, prm = ctx.policy(i - 1), ctx.prm(i)
     tests = f"tcg:{ctx.tcg_spec()}" if c.tests == "tcg" else c.tests
-    cfg = PPORunConfig(**{"eval_limit": 0, "max_step_tokens": c.max_step_tokens, **c.table("rl"),
+    cfg = PPORunConfig(**{"eval_limit": 0, "max_step_tokens": c.max_step_tokens, "dtype": c.dtype, **c.table("rl"),
                           "model": policy, "run_dir": str(stage.dir(ctx.run)), "seed": c.seed + i,
                           "device": c.device, "dataset": c.dataset, "train_limit": c.train_limit, "mode": c.mode,
                           "max_steps": c.max_steps, "show_tests": c.show_tests, "tests": tests,
@@ -392,7 +430,8 @@ def _rl_stage(ctx: _Context, stage: Stage) -> tuple[Any, dict, dict, dict]:
                "hidden_test_pass": mean("hidden_test_pass"), "seconds_per_update": mean("seconds_per_update"),
                "kl": mean("kl")}
     inputs = {**ctx.own_model(policy), **({"prm": prm} if prm is not None else {})}
-    return cfg, inputs, {"policy": res.final_dir}, figures
+    outputs = {"policy": res.final_dir, **_export(ctx, res.final_dir, stage.dir(ctx.run) / "policy.gguf")}
+    return cfg, inputs, outputs, figures
 
 
 def _tcg_stage(ctx: _Context, stage: Stage) -> tuple[Any, dict, dict, dict]:
@@ -429,7 +468,7 @@ def _run_stage(ctx: _Context, stage: Stage) -> tuple[Any, dict, dict, dict]:
     if stage.name == "baseline":
         return _eval_stage(ctx, stage, ctx.policy(-1), None)
     if stage.name == "eval":
-        return _eval_stage(ctx, stage, ctx.policy(i), ctx.prm(i))
+        return _eval_stage(ctx, stage, ctx.player(i), ctx.prm(i))
     if stage.name == "collect":
         return _collect_stage(ctx, stage)
     if stage.name == "sft":

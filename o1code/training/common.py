@@ -39,16 +39,16 @@ class TrainerSettings(Protocol):
     lora_targets: Sequence[str] | str | None
 
 
-def load_for_training(spec_or_dir: str) -> tuple[Any, Any]:
+def load_for_training(spec_or_dir: str, dtype: str | None = None) -> tuple[Any, Any]:
     """``(model, tokenizer)`` to train: `spec_or_dir` (a model spec or a directory, e.g. a merged
-    stage) in float32 via `load_causal_lm` (pad-token rule applied, GGUF dequantized).
-    Raises `TrainingError` when the weights cannot be loaded."""
+    stage) via `load_causal_lm` (pad-token rule applied, GGUF dequantized), in `dtype` (a torch dtype
+    name; None: float32). Raises `TrainingError` when the weights cannot be loaded."""
     import torch
 
     from o1code.models.hub import load_causal_lm
 
     try:
-        return load_causal_lm(spec_or_dir, dtype=torch.float32, what="model")
+        return load_causal_lm(spec_or_dir, dtype=getattr(torch, dtype) if dtype else torch.float32, what="model")
     except ModelFileError as exc:  # e.g. a missing directory or GGUF file, or unloadable weights
         msg = str(exc) if str(exc).startswith("cannot load") else f"cannot load model {spec_or_dir!r}: {exc}"
         raise TrainingError(msg) from exc

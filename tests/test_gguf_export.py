@@ -1,0 +1,97 @@
+"""GGUF export (o1code.models.gguf_export) on the real default model: trained tensors replace the base's
+(Q8_0), untouched ones are copied byte for byte, and llama.cpp plays the result: the same text when
+nothing changed, other text when the weights did."""
+
+import importlib.util
+
+import numpy as np
+import pytest
+
+from o1code.models import ExportError, SamplingParams, load_generator
+
+pytest.importorskip("gguf")
+pytest.importorskip("torch")
+needs_llamacpp = pytest.mark.skipif(importlib.util.find_spec("llama_cpp") is None,
+                                    reason="llama-cpp-python not installed: pip install 'o1code[llamacpp]'")
+
+PROMPT = "def add(a, b):\n    \"\"\"Return the sum of a and b.\"\"\"\n"
+
+
+@pytest.fixture(scope="module")
+def base():
+    from o1code.models import ModelFileError, ensure_model
+
+    try:
+        return ensure_model("default")
+    except ModelFileError as exc:  # the `model` extra (the embedded default model) is not installed
+        pytest.skip(str(exc))
+
+
+def _tensors(path):
+    import gguf
+
+    return {t.name: t for t in gguf.GGUFReader(str(path)).tensors}
+
+
+def _weight(tensors, name):
+    import torch
+    from gguf.quants import dequantize
+
+    t = tensors[name]
+    return torch.from_numpy(dequantize(t.data, t.tensor_type).copy())
+
+
+def _greedy(path):
+    gen = load_generator(f"llamacpp:{path}", chat_template=False, n_threads=1)
+    return gen.generate([PROMPT], SamplingParams(temperature=0.0, max_tokens=12, seed=0))[0][0].text
+
+
+@needs_llamacpp
+@pytest.mark.slow
+def test_export_replaces_trained_tensors_only_and_llamacpp_plays_it(base, tmp_path):
+    import gguf
+    import torch
+
+    from o1code.models.gguf_export import export_gguf
+
+    tensors = _tensors(base)
+    q, k = _weight(tensors, "blk.0.attn_q.weight"), _weight(tensors, "blk.0.attn_k.weight")
+    trained = q + 0.02 * q.std() * torch.randn(q.shape, generator=torch.Generator().manual_seed(0))
+    res = export_gguf({"model.layers.0.self_attn.q_proj.weight": trained,
+                       "model.layers.0.self_attn.k_proj.weight": k.to(torch.bfloat16)},  # saved in bf16, untouched
+                      base, tmp_path / "a.gguf")
+    assert res.replaced == ("blk.0.attn_q.weight",) and res.copied == len(tensors) - 1
+    out = _tensors(res.path)
+    assert out["blk.0.attn_q.weight"].tensor_type == gguf.GGMLQuantizationType.Q8_0
+    got = _weight(out, "blk.0.attn_q.weight")
+    assert float((got - trained).abs().max()) < 0.01 * float(trained.abs().max())  # Q8_0: ~1/127 of a block's max
+    assert all(np.array_equal(tensors[n].data, out[n].data) for n in tensors if n != "blk.0.attn_q.weight")
+    assert not list(tmp_path.glob(".*.tmp"))
+
+    same = export_gguf({"model.layers.0.self_attn.k_proj.weight": k}, base, tmp_path / "same.gguf")
+    assert same.replaced == ()
+    zeroed = {f"model.layers.{i}.self_attn.o_proj.weight": torch.zeros_like(_weight(tensors, f"blk.{i}.attn_output.weight"))
+              for i in range(4)}
+    changed = export_gguf(zeroed, base, tmp_path / "changed.gguf")
+    assert len(changed.replaced) == 4
+    text = _greedy(base)
+    assert text and _greedy(same.path) == text
+    assert _greedy(changed.path) != text
+
+
+def test_export_refuses_what_it_cannot_map(base, tmp_path, tiny_model_dir):
+    import torch
+
+    from o1code.models.gguf_export import export_gguf, export_policy
+
+    with pytest.raises(ExportError, match="no tensor"):
+        export_gguf({"model.layers.99.self_attn.q_proj.weight": torch.zeros(2, 2)}, base, tmp_path / "x.gguf")
+    with pytest.raises(ExportError, match="shape"):
+        export_gguf({"model.layers.0.self_attn.q_proj.weight": torch.zeros(2, 2)}, base, tmp_path / "x.gguf")
+    with pytest.raises(ExportError, match="not a GGUF"):
+        export_policy(tiny_model_dir, f"hf:{tiny_model_dir}", tmp_path / "x.gguf")
+    from o1code.cli import main
+
+    argv = ["export", str(tiny_model_dir), "--base", f"hf:{tiny_model_dir}", "--out", str(tmp_path / "x.gguf")]
+    assert main(argv) == 2  # one line on stderr, no file
+    assert not list(tmp_path.iterdir())
