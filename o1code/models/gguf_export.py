@@ -7,8 +7,10 @@ when it differs from the base's dequantized tensor at bfloat16 precision, so wei
 or float32 leave untouched tensors untouched. Trained 2-D tensors are written as Q8_0 (8-bit blocks of
 32, close to lossless against the Q4_K_M base), the others as F32.
 
-Names follow gguf's tensor map, the same one transformers uses to load a GGUF; architectures whose
-tensors transformers permutes on load (llama's q/k) are refused rather than written back wrong.
+Names follow gguf's tensor map, the same one transformers uses to load a GGUF. Llama's query and key
+projections are stored permuted in GGUF (llama.cpp's rotary layout) and un-permuted by transformers on
+load, so they are permuted back here; other architectures that transformers transforms on load are
+refused rather than written back wrong.
 
     from o1code.models.gguf_export import export_policy
     export_policy("runs/selfplay/iter-0/sft/final", "default", "runs/selfplay/iter-0/sft/policy.gguf")
@@ -27,9 +29,9 @@ from .errors import ExportError
 
 log = logging.getLogger(__name__)
 
-#: GGUF architectures whose tensors transformers loads unchanged (no permutation), so that trained
-#: weights can be written back under the same names.
-SUPPORTED_ARCHITECTURES = ("qwen2", "qwen3")
+#: GGUF architectures whose tensors transformers loads unchanged, or (llama) only with its q/k rows
+#: permuted, so that trained weights can be written back under the same names.
+SUPPORTED_ARCHITECTURES = ("qwen2", "qwen3", "llama")
 
 
 @dataclass(frozen=True)
@@ -44,6 +46,13 @@ class ExportResult:
 def _field(reader: Any, key: str) -> Any:
     field = reader.fields.get(key)
     return field.contents() if field is not None else None
+
+
+def _to_gguf_rows(weight: Any, heads: int) -> Any:
+    """Llama's q/k projection in GGUF's row order: the inverse of transformers' un-permutation on load
+    (each head's rows go from two halves, rotated as pairs by HF, to interleaved pairs)."""
+    dim = weight.shape[0] // heads // 2
+    return weight.reshape(heads, 2, dim, *weight.shape[1:]).swapaxes(1, 2).reshape(weight.shape)
 
 
 def export_gguf(weights: Mapping[str, Any], base: str | os.PathLike, dest: str | os.PathLike) -> ExportResult:
@@ -66,6 +75,8 @@ def export_gguf(weights: Mapping[str, Any], base: str | os.PathLike, dest: str |
     arch_id = next(k for k, v in gguf.MODEL_ARCH_NAMES.items() if v == arch)
     names = gguf.get_tensor_name_map(arch_id, int(_field(reader, f"{arch}.block_count")))
     tensors = {t.name: t for t in reader.tensors}
+    heads = {"attn_q": _field(reader, f"{arch}.attention.head_count"),
+             "attn_k": _field(reader, f"{arch}.attention.head_count_kv")} if arch == "llama" else {}
 
     replacements: dict[str, Any] = {}
     for hf_name, value in weights.items():
@@ -78,6 +89,9 @@ def export_gguf(weights: Mapping[str, Any], base: str | os.PathLike, dest: str |
         t = tensors[name]
         old = dequantize(t.data, t.tensor_type)
         new = value.detach().cpu()
+        role = name.split(".")[-2]
+        if role in heads and new.ndim == 2:
+            new = _to_gguf_rows(new, int(heads[role]))
         if tuple(old.shape) != tuple(new.shape):
             raise ExportError(f"{hf_name}: shape {tuple(new.shape)} differs from {name}'s {tuple(old.shape)} in {base}")
         if torch.equal(new.to(torch.bfloat16), torch.from_numpy(np.ascontiguousarray(old)).to(torch.bfloat16)):
