@@ -169,6 +169,26 @@ def test_selfplay_settings_are_checked_in_one_line(tmp_path, capsys):
         find_stage(plan(SelfPlayConfig()), "3/rl")
 
 
+def test_status_shows_what_a_started_stage_has_committed(tmp_path):
+    import dataclasses
+    import json
+
+    from o1code.pipeline.selfplay import status
+
+    cfg = SelfPlayConfig(run_dir=str(tmp_path), train_limit=24, eval_limit=12)
+    (tmp_path / "config.json").write_text(json.dumps(dataclasses.asdict(cfg)))
+    search = tmp_path / "iter-0" / "collect" / "search"
+    search.mkdir(parents=True)
+    (search / "results.jsonl").write_text('{"task_id": "mbpp/601"}\n{"task_id": "mbpp/602"}\n')
+    (tmp_path / "iter-0" / "baseline" / "mcts").mkdir(parents=True)
+    (tmp_path / "iter-0" / "baseline" / "mcts" / "results.jsonl").write_text('{"task_id": "mbpp/511"}\n')
+    (tmp_path / "iter-0" / "baseline" / "greedy").mkdir()  # started, nothing committed yet
+    out = status(tmp_path)
+    assert "| 0/collect | started | - | search: 2 of 24 problems |" in out
+    assert "| 0/baseline | started | - | mcts: 1 of 12 problems |" in out
+    assert "| 0/sft | pending | - | - |" in out
+
+
 @pytest.mark.parametrize("name", ["selfplay-cpu.toml", "selfplay-gpu.toml"])
 def test_experiment_files_are_valid(name):
     from o1code.cli.config import check_keys, read_toml

@@ -690,6 +690,20 @@ def write_report(run: Path, config: SelfPlayConfig, manifests: Mapping[str, dict
     return path
 
 
+def _on_disk(config: SelfPlayConfig, stage: Stage, run: Path) -> str:
+    """What a started stage has committed so far: problems per results file, the newest checkpoint."""
+    d = stage.dir(run)
+    total = config.train_limit if stage.name == "collect" else config.eval_limit
+    parts = [f"{r.parent.name}: {sum(1 for _ in r.open())} of {total} problems" for r in sorted(d.glob("*/results.jsonl"))]
+    steps = [int(p.name[11:]) for p in d.glob("**/checkpoint-*") if p.name[11:].isdigit()]
+    if steps:
+        parts.append(f"checkpoint at step {max(steps)}")
+    history = d / "checkpoint" / "history.json"  # PPO/GRPO's checkpoint
+    if history.is_file():
+        parts.append(f"{len(json.loads(history.read_text()))} updates checkpointed")
+    return ", ".join(parts) or "-"
+
+
 def status(run_dir: str | Path) -> str:
     """The stage table of the run in `run_dir` (read from its config and manifests; nothing runs)."""
     run = Path(run_dir)
@@ -709,7 +723,9 @@ def status(run_dir: str | Path) -> str:
             manifests[s.key] = m
             lines.append(f"| {s.key} | done | {m['seconds']:.0f} | {_figure_line(m['figures'])} |")
         else:
-            lines.append(f"| {s.key} | {'started' if s.dir(run).exists() else 'pending'} | - | - |")
+            started = s.dir(run).exists()
+            lines.append(f"| {s.key} | {'started' if started else 'pending'} | - | "
+                         f"{_on_disk(config, s, run) if started else '-'} |")
     return report_markdown(config, manifests).split("## Stages")[0] + "## Stages\n\n" + "\n".join(lines) + "\n"
 
 
