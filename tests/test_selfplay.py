@@ -187,6 +187,25 @@ def test_status_shows_what_a_started_stage_has_committed(tmp_path):
     assert "| 0/collect | started | - | search: 2 of 24 problems |" in out
     assert "| 0/baseline | started | - | mcts: 1 of 12 problems |" in out
     assert "| 0/sft | pending | - | - |" in out
+    (tmp_path / "iter-0" / "collect" / "elapsed.json").write_text('{"seconds": 754.0}')
+    assert "search: 2 of 24 problems, 12m34s spent |" in status(tmp_path)
+
+
+def test_stage_clock_sums_every_attempt(tmp_path):
+    import json
+    import time
+
+    from o1code.pipeline.selfplay import StageClock
+
+    stage = tmp_path / "iter-0" / "collect"
+    with StageClock(stage, every=0.02) as clock:  # the first attempt, "killed" after its heartbeats
+        time.sleep(0.1)
+        assert json.loads((stage / "elapsed.json").read_text())["seconds"] > 0.03  # written while it runs
+    first = json.loads((stage / "elapsed.json").read_text())["seconds"]
+    assert first == pytest.approx(clock.seconds(), abs=0.1)
+    with StageClock(stage) as again:
+        pass
+    assert again.seconds() >= first and again.before == first
 
 
 @pytest.mark.parametrize("name", ["selfplay-cpu.toml", "selfplay-gpu.toml"])

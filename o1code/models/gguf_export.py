@@ -1,5 +1,6 @@
 """Write trained weights back into the GGUF file they started from, so that a trained policy decodes on
-llama.cpp (batched, quantized, ~5x faster than transformers on 2 CPU cores) like the model it came from.
+llama.cpp like the model it came from (quantized and batched: greedy decoding 2.6x faster than transformers'
+float32 on 2 CPU cores, in a third of the memory).
 
 The base GGUF supplies everything but the trained tensors: its metadata (architecture, tokenizer,
 chat template) and every tensor training left alone, copied byte for byte. A tensor counts as trained
