@@ -106,28 +106,31 @@ def export_gguf(weights: Mapping[str, Any], base: str | os.PathLike, dest: str |
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.with_name(f".{dest.name}.tmp")
-    writer = gguf.GGUFWriter(str(tmp), arch)
-    alignment = _field(reader, "general.alignment")
-    if alignment:
-        writer.data_alignment = int(alignment)
-    for field in reader.fields.values():  # metadata as is; the writer adds the architecture and GGUF.* itself
-        if field.name == "general.architecture" or field.name.startswith("GGUF."):
-            continue
-        kind = field.types[0]
-        writer.add_key_value(field.name, field.contents(), kind,
-                             sub_type=field.types[-1] if kind == gguf.GGUFValueType.ARRAY else None)
-    data = []
-    for t in reader.tensors:
-        array, qtype = replacements.get(t.name, (t.data, t.tensor_type))
-        writer.add_tensor_info(t.name, array.shape, array.dtype, array.nbytes, raw_dtype=qtype)
-        data.append(array)
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_ti_data_to_file()
-    for array in data:
-        writer.write_tensor_data(array)
-    writer.close()
-    os.replace(tmp, dest)
+    try:
+        writer = gguf.GGUFWriter(str(tmp), arch)
+        alignment = _field(reader, "general.alignment")
+        if alignment:
+            writer.data_alignment = int(alignment)
+        for field in reader.fields.values():  # metadata as is; the writer adds the architecture and GGUF.*
+            if field.name == "general.architecture" or field.name.startswith("GGUF."):
+                continue
+            kind = field.types[0]
+            writer.add_key_value(field.name, field.contents(), kind,
+                                 sub_type=field.types[-1] if kind == gguf.GGUFValueType.ARRAY else None)
+        data = []
+        for t in reader.tensors:
+            array, qtype = replacements.get(t.name, (t.data, t.tensor_type))
+            writer.add_tensor_info(t.name, array.shape, array.dtype, array.nbytes, raw_dtype=qtype)
+            data.append(array)
+        writer.write_header_to_file()
+        writer.write_kv_data_to_file()
+        writer.write_ti_data_to_file()
+        for array in data:
+            writer.write_tensor_data(array)
+        writer.close()
+        os.replace(tmp, dest)
+    finally:
+        tmp.unlink(missing_ok=True)  # only a failed write leaves it
     log.info("exported %s: %d tensors trained (Q8_0/F32), %d copied from %s", dest, len(replacements),
              len(reader.tensors) - len(replacements), base)
     return ExportResult(dest, tuple(sorted(replacements)), len(reader.tensors) - len(replacements))
