@@ -187,6 +187,11 @@ def test_status_shows_what_a_started_stage_has_committed(tmp_path):
     assert "| 0/collect | started | - | search: 2 of 24 problems |" in out
     assert "| 0/baseline | started | - | mcts: 1 of 12 problems |" in out
     assert "| 0/sft | pending | - | - |" in out
+    from o1code.pipeline.selfplay import report_markdown
+
+    baseline = {"figures": {"greedy_pass_at_1": 4 / 12, "problems": 12}, "seconds": 600.0}
+    report = report_markdown(cfg, {"0/baseline": baseline})
+    assert "| start | 33.3 |" in report and "over 12 held-out problems: one problem is 8.3 points" in report
     (tmp_path / "iter-0" / "collect" / "elapsed.json").write_text('{"seconds": 754.0}')
     assert "search: 2 of 24 problems, 12m34s spent |" in status(tmp_path)
 

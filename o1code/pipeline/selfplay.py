@@ -655,6 +655,9 @@ def report_markdown(config: SelfPlayConfig, manifests: Mapping[str, dict]) -> st
         lines.append("| " + " | ".join(cells) + " |")
     if not rows:
         lines.append("(no evaluation finished yet)")
+    n = next((r["problems"] for r in rows if r["problems"]), None)
+    if n:
+        lines += ["", f"Each Pass@1 is over {n} held-out problems: one problem is {100 / n:.1f} points."]
     lines += ["", "## Stages", "", "| stage | seconds | figures |", "|---|---|---|"]
     for s in plan(config):
         m = manifests.get(s.key)
