@@ -44,9 +44,9 @@ import dataclasses
 import hashlib
 import json
 import logging
-import threading
 import math
 import shutil
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -376,9 +376,10 @@ def _sft_stage(ctx: _Context, stage: Stage) -> tuple[Any, dict, dict, dict]:
 
     c = ctx.config
     trajectories = [ctx.out(k, "trajectories") for k in ctx.manifests if k.endswith("/collect")]
-    cfg = PolicySFTConfig(**{"model": c.model, "dtype": c.dtype, **c.table("sft"), "trajectories": [str(t) for t in trajectories],
-                             "run_dir": str(stage.dir(ctx.run)), "dataset": c.dataset, "mode": c.mode,
-                             "show_tests": c.show_tests, "seed": c.seed, "device": c.device})
+    cfg = PolicySFTConfig(**{"model": c.model, "dtype": c.dtype, **c.table("sft"),
+                             "trajectories": [str(t) for t in trajectories], "run_dir": str(stage.dir(ctx.run)),
+                             "dataset": c.dataset, "mode": c.mode, "show_tests": c.show_tests, "seed": c.seed,
+                             "device": c.device})
     res = train_sft(cfg)
     figures = {"examples": res.examples, "problems": res.problems, "records": res.records,
                "loss_first": res.loss[0] if res.loss else None, "loss_last": res.loss[1] if res.loss else None}
@@ -401,8 +402,8 @@ def _prm_stage(ctx: _Context, stage: Stage) -> tuple[Any, dict, dict, dict]:
                 rows.append(row)
     d.mkdir(parents=True, exist_ok=True)
     write_jsonl(d / "rows.jsonl", rows)
-    cfg = PRMTrainConfig(**{"model": c.model, "dtype": c.dtype, **c.table("prm"), "data": str(d / "rows.jsonl"), "run_dir": str(d),
-                            "seed": c.seed, "device": c.device})
+    cfg = PRMTrainConfig(**{"model": c.model, "dtype": c.dtype, **c.table("prm"), "data": str(d / "rows.jsonl"),
+                            "run_dir": str(d), "seed": c.seed, "device": c.device})
     res = train_prm(cfg)
     after = res.metrics.get("after", {})
     figures = {"train_rows": res.train_rows, "heldout_rows": res.heldout_rows, "auc": after.get("auc"),
@@ -736,7 +737,8 @@ def _on_disk(config: SelfPlayConfig, stage: Stage, run: Path) -> str:
     """What a started stage has committed so far: problems per results file, the newest checkpoint."""
     d = stage.dir(run)
     total = config.train_limit if stage.name == "collect" else config.eval_limit
-    parts = [f"{r.parent.name}: {sum(1 for _ in r.open())} of {total} problems" for r in sorted(d.glob("*/results.jsonl"))]
+    parts = [f"{r.parent.name}: {sum(1 for _ in r.open())} of {total} problems"
+             for r in sorted(d.glob("*/results.jsonl"))]
     steps = [int(p.name[11:]) for p in d.glob("**/checkpoint-*") if p.name[11:].isdigit()]
     if steps:
         parts.append(f"checkpoint at step {max(steps)}")
@@ -773,6 +775,6 @@ def status(run_dir: str | Path) -> str:
     return report_markdown(config, manifests).split("## Stages")[0] + "## Stages\n\n" + "\n".join(lines) + "\n"
 
 
-__all__ = ["EVAL_AGENTS", "GeneratorHook", "SelfPlayConfig", "SelfPlayResult", "Stage", "StageClock", "TABLES", "digest", "find_stage",
-           "iteration_rows", "plan", "read_manifest", "redo_from", "report_markdown", "run_selfplay", "status",
-           "write_report"]
+__all__ = ["EVAL_AGENTS", "GeneratorHook", "SelfPlayConfig", "SelfPlayResult", "Stage", "StageClock", "TABLES",
+           "digest", "find_stage", "iteration_rows", "plan", "read_manifest", "redo_from", "report_markdown",
+           "run_selfplay", "status", "write_report"]
