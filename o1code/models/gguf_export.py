@@ -95,7 +95,7 @@ def export_gguf(weights: Mapping[str, Any], base: str | os.PathLike, dest: str |
             new = _to_gguf_rows(new, int(heads[role]))
         if tuple(old.shape) != tuple(new.shape):
             raise ExportError(f"{hf_name}: shape {tuple(new.shape)} differs from {name}'s {tuple(old.shape)} in {base}")
-        if torch.equal(new.to(torch.bfloat16), torch.from_numpy(np.ascontiguousarray(old)).to(torch.bfloat16)):
+        if torch.equal(new.to(torch.bfloat16), torch.from_numpy(np.array(old, dtype=np.float32)).to(torch.bfloat16)):
             continue  # untouched by training (up to the precision it was saved in)
         new = new.float().numpy()
         if new.ndim == 2 and new.shape[1] % 32 == 0:
