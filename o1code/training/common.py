@@ -45,10 +45,10 @@ def load_for_training(spec_or_dir: str, dtype: str | None = None) -> tuple[Any, 
     name; None: float32). Raises `TrainingError` when the weights cannot be loaded."""
     import torch
 
-    from o1code.models.hub import load_causal_lm
+    from o1code.models.hub import load_causal_lm, resolve_dtype
 
     try:
-        return load_causal_lm(spec_or_dir, dtype=getattr(torch, dtype) if dtype else torch.float32, what="model")
+        return load_causal_lm(spec_or_dir, dtype=resolve_dtype(dtype or torch.float32), what="model")
     except ModelFileError as exc:  # e.g. a missing directory or GGUF file, or unloadable weights
         msg = str(exc) if str(exc).startswith("cannot load") else f"cannot load model {spec_or_dir!r}: {exc}"
         raise TrainingError(msg) from exc
