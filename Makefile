@@ -14,11 +14,6 @@ CMAKE_ARGS ?= -DLLAVA_BUILD=OFF
 export CMAKE_ARGS
 
 STAMP := $(VENV)/.installed
-comma := ,
-# llama-cpp-python compiles beside the rest of the install: pip installs the other extras while the
-# build runs in the background, then the wheel it built (bench/bench_install.py --full)
-LLAMA_SPEC := $(shell sed -n 's/^llamacpp = \["\(.*\)"\]/\1/p' pyproject.toml)
-OTHER_EXTRAS := $(subst $() ,$(comma),$(filter-out llamacpp,$(subst $(comma), ,$(EXTRAS))))
 
 .PHONY: demo test
 demo: $(STAMP)
@@ -30,12 +25,5 @@ test: $(STAMP)
 $(STAMP): pyproject.toml
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/python -m pip install --quiet --upgrade pip
-ifneq ($(filter llamacpp,$(subst $(comma), ,$(EXTRAS))),)
-	$(VENV)/bin/python -m pip wheel --quiet --no-deps -w $(VENV)/wheels "$(LLAMA_SPEC)" & build=$$!; \
-	$(VENV)/bin/python -m pip install "$(TORCH_SPEC)" -e ".[$(OTHER_EXTRAS)]" || { kill $$build; exit 1; }; \
-	wait $$build
-	$(VENV)/bin/python -m pip install --find-links $(VENV)/wheels -e ".[$(EXTRAS)]"
-else
 	$(VENV)/bin/python -m pip install "$(TORCH_SPEC)" -e ".[$(EXTRAS)]"
-endif
 	touch $(STAMP)
