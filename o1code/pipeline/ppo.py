@@ -360,6 +360,9 @@ def plot_curves(history: Sequence[dict], evals: Sequence[dict], path: Path) -> P
         d.plot(ex, [e["pass_at_1"] for e in evals], marker="o", label="Pass@1 (hidden tests)")
         d.plot(ex, [e["reward_pass_rate"] for e in evals], marker="x", linestyle="--", label="visible tests pass")
         d.legend(fontsize=7)
+    else:  # self-play evaluates in a stage of its own; an empty panel would read as a missing result
+        d.text(0.5, 0.5, "no held-out evaluation in this run\n(eval_every or eval_limit is 0)", ha="center",
+               va="center", fontsize=8, transform=d.transAxes)
     d.set_title("held-out greedy evaluation", fontsize=9)
     d.set_ylim(-0.02, 1.02)
     from matplotlib.ticker import MaxNLocator
