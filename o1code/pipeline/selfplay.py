@@ -40,7 +40,9 @@ hidden (search and selection see only the visible tests); the dataset tests labe
 
 from __future__ import annotations
 
+import ctypes
 import dataclasses
+import gc
 import hashlib
 import json
 import logging
@@ -586,12 +588,24 @@ def run_selfplay(config: SelfPlayConfig, *, progress: bool = True, from_stage: s
         seconds = clock.seconds()
         ran.append(seconds)
         ctx.manifests[stage.key] = _finish(run, stage, cfg, inputs, outputs, figures, seconds)
+        _return_freed_memory()
         log.info("selfplay: stage %d/%d %s done in %s: %s", n, len(stages), stage.key, _clock(seconds),
                  _figure_line(figures))
         write_report(run, config, ctx.manifests)
     report = write_report(run, config, ctx.manifests)
     log.info("selfplay: all %d stages done; report in %s", len(stages), report)
     return SelfPlayResult(ctx.manifests, report)
+
+
+def _return_freed_memory() -> None:
+    """Hand the heap a finished stage freed back to the OS. glibc keeps freed pages mapped: after the real
+    run's RL stage its process stayed at 12.5 GB resident through stages that need ~3 GB, and the next
+    training stage would have started from there (peak 20.5 GB on a 24 GB machine). A no-op without glibc."""
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
 
 
 def _figure_line(figures: Mapping[str, Any]) -> str:
