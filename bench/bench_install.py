@@ -11,7 +11,8 @@ text as the binding installed in this venv:
 A variant is a space-separated list of CMake definitions without their ``-D`` (``none``: no CMAKE_ARGS).
 
 ``--full`` instead times the whole ``make .venv/.installed`` of a fresh clone of this repository
-with pip's cache turned off, as a new user's first ``make test`` or ``make demo`` pays it.
+with pip's cache turned off, as a new user's first ``make test`` or ``make demo`` pays it; an empty
+``CMAKE_ARGS=`` in the environment replaces the Makefile's default (the "before" of its figure).
 """
 
 from __future__ import annotations

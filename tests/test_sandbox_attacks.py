@@ -23,6 +23,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+from memory import rss_bytes
 
 from o1code.sandboxes import (
     IsolationLevel,
@@ -108,15 +109,9 @@ def sb(canary):
     assert left == [], f"workers left behind after close(): {info}"
 
 
-def _rss_bytes() -> int:
-    # Current resident size: ru_maxrss is a process-lifetime peak that earlier tests (models) raise.
-    with open("/proc/self/statm") as fh:
-        return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-
-
 @pytest.fixture(autouse=True)
 def host_intact(sb, canary):
-    rss_before = _rss_bytes()
+    rss_before = rss_bytes()
     yield
     assert canary["file"].read_text() == "canary"
     assert sorted(p.name for p in canary["dir"].iterdir()) == ["canary.txt"]
@@ -130,7 +125,7 @@ def host_intact(sb, canary):
     assert left == [], "a sample left a process behind"
     for where in (REPO, Path("/tmp"), Path.home(), canary["dir"]):
         assert not list(where.glob(MARK + "*")), f"a sample wrote into {where}"
-    assert _rss_bytes() - rss_before < 200 * 2**20, "harness memory grew (a flood buffered on the host?)"
+    assert rss_bytes() - rss_before < 200 * 2**20, "harness memory grew (a flood buffered on the host?)"
 
 
 def run(sb, code, tests=("assert f() == 1",), timeout_s=2.0, setup=""):

@@ -14,6 +14,7 @@ import platform
 import signal
 
 import pytest
+from memory import rss_bytes
 from scripted_policy import PlanPolicy
 
 pytest.importorskip("peft")
@@ -261,16 +262,11 @@ def test_trained_policies_of_a_gguf_start_play_on_llamacpp(tmp_path):
     assert figures["problems"] == 1
 
 
-def _rss_mb() -> int:
-    with open("/proc/self/status") as f:
-        return next(int(line.split()[1]) // 1024 for line in f if line.startswith("VmRSS"))
-
-
 @pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc keeps freed heap pages; others differ")
 def test_a_finished_stage_hands_its_freed_heap_back_to_the_os():
     blocks = [bytearray(8192) for _ in range(40000)]  # ~320 MB of malloc'd chunks, as a stage's tensors
     keep = blocks[-1]  # noqa: F841 -- pins the heap's top, so free() alone cannot shrink it
     del blocks
-    before = _rss_mb()
+    before = rss_bytes()
     _return_freed_memory()  # what self-play calls after each stage
-    assert _rss_mb() < before - 200
+    assert rss_bytes() < before - 200 * 2**20
