@@ -17,6 +17,11 @@ single-prompt tokens/s, 8 prompts one by one vs (hf only) one batched call, and 
 one at a time (``batch_samples=False``) vs as one batch, median of ``--reps`` calls each; the prompt
 is evaluated once before timing (the prefix cache then serves it), so this is decoding speed.
 ``--threads`` sets llama.cpp's threads (default: every core).
+
+``--load MODEL_SPEC`` instead times loading a GGUF into transformers (tokenizer + model, each in a
+fresh process): dequantized with the cache off (float32, bfloat16), the first load into an empty dequantized-GGUF
+cache (it stores), then loads from the cache in float32 and bfloat16, ``--reps`` times each
+(median; the cache lives in a temporary directory), e.g. ``--load default``.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ import resource
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 PROMPTS = [
     "Write a Python function that returns the n-th Fibonacci number.",
@@ -123,6 +129,58 @@ def batched_bench(spec: str, reps: int, max_tokens: int, threads: int | None) ->
     print(f"load after {os.getloadavg()[0]:.2f}")
 
 
+def load_worker(spec: str, dtype: str) -> dict:
+    from o1code.models.hub import load_model, load_tokenizer
+
+    t0 = time.perf_counter()
+    load_tokenizer(spec)
+    t1 = time.perf_counter()
+    load_model(spec, dtype=dtype)
+    t2 = time.perf_counter()
+    return {"tokenizer_s": t1 - t0, "model_s": t2 - t1,
+            "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2}
+
+
+def load_bench(spec: str, reps: int) -> None:
+    import statistics
+    import tempfile
+
+    from o1code.models import dequant_cache
+
+    if spec == "default":  # the assembled file, so that $O1CODE_CACHE below moves only the dequantized cache
+        from o1code.models import ensure_model
+
+        spec = f"gguf:{ensure_model('default')}"
+    print(f"{spec}: tokenizer + model load into transformers, each in a fresh process, median of {reps}, "
+          f"load average {os.getloadavg()[0]:.2f}")
+    print(f"{'case':34} {'tokenizer s':>11} {'model s':>8} {'total s':>8} {'peak RSS GB':>12}")
+    with tempfile.TemporaryDirectory() as cache:
+        os.environ["O1CODE_CACHE"] = cache  # for cache_root() here
+        cases = [("GGUF dequantized, cache off", "0", "float32", reps),
+                 ("GGUF dequantized, cache off, bf16", "0", "bfloat16", reps),
+                 ("first load, empty cache (stores)", "", "float32", 1),
+                 ("from the cache, float32", "", "float32", reps),
+                 ("from the cache, bfloat16", "", "bfloat16", reps)]
+        totals = {}
+        for name, limit, dtype, n in cases:
+            runs = []
+            for _ in range(n):
+                env = dict(os.environ, O1CODE_CACHE=cache, **{dequant_cache.LIMIT_ENV: limit or "8"})
+                p = subprocess.run([sys.executable, __file__, "--load-worker", spec, dtype], env=env,
+                                   capture_output=True, text=True)
+                if p.returncode != 0:
+                    raise SystemExit(f"{name}: failed (rc={p.returncode}): {p.stderr.strip()[-500:]}")
+                runs.append(json.loads(p.stdout.strip().splitlines()[-1]))
+            med = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
+            totals[name] = med["tokenizer_s"] + med["model_s"]
+            print(f"{name:34} {med['tokenizer_s']:11.1f} {med['model_s']:8.1f} {totals[name]:8.1f} "
+                  f"{med['peak_rss_gb']:12.2f}")
+        size = sum(f.stat().st_size for f in dequant_cache.cache_root().rglob("*") if f.is_file())
+    print(f"speed-up from the cache: float32 x{totals[cases[0][0]] / totals[cases[3][0]]:.1f}, bfloat16 "
+          f"x{totals[cases[1][0]] / totals[cases[4][0]]:.1f}; "
+          f"cache entry {size / 2**30:.2f} GB")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--backends", default="llamacpp,hf")
@@ -131,7 +189,10 @@ def main() -> None:
     ap.add_argument("--batched", metavar="MODEL_SPEC", help="time multi-sequence decoding instead")
     ap.add_argument("--threads", type=int, default=None, help="llama.cpp threads for --batched")
     ap.add_argument("--reps", type=int, default=5)
+    ap.add_argument("--load", metavar="MODEL_SPEC", help="time loading a GGUF into transformers, with "
+                    "and without the dequantized-GGUF cache, instead")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
+    ap.add_argument("--load-worker", nargs=2, help=argparse.SUPPRESS)
     a = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
     if a.prefix_cache:
@@ -139,6 +200,12 @@ def main() -> None:
         return
     if a.batched:
         batched_bench(a.batched, a.reps, a.max_tokens, a.threads)
+        return
+    if a.load:
+        load_bench(a.load, a.reps)
+        return
+    if a.load_worker:
+        print(json.dumps(load_worker(*a.load_worker)))
         return
     if a.worker:
         print(json.dumps(worker(a.worker, a.max_tokens)))

@@ -7,6 +7,8 @@ Used by the ``hf`` generator backend (`HFGenerator`), `Policy` and the training 
   ``hf:ID_OR_PATH``, ``gguf:PATH``, a bare hub id or directory;
 - GGUF dequantisation: transformers reads a GGUF file into ordinary float tensors; the model is then
   unlabelled as quantized (`_drop_gguf_label`), so it trains, merges and saves like any float model;
+- the dequantized-GGUF cache (`o1code.models.dequant_cache`): a local GGUF is dequantized once,
+  in float32, and later loads (in any dtype) read the stored weights and tokenizer;
 - the pad-token rule (`ensure_pad_token`): a tokenizer without a pad token pads with its EOS token;
 - the LoRA rule (`lora_config`): adapters on every linear layer except the output head.
 
@@ -22,6 +24,7 @@ import logging
 from pathlib import Path
 from typing import Any, Sequence
 
+from . import dequant_cache
 from .errors import MissingExtraError, ModelFileError
 from .loader import ModelSpec, transformers_source
 
@@ -89,25 +92,72 @@ def _load_error(label: str, src: str, exc: Exception) -> ModelFileError:
     return ModelFileError(f"cannot load {label}: {exc}")
 
 
+def _cache_entry(src: str, kw: dict[str, Any]) -> Path | None:
+    """The dequantized-GGUF cache entry (`o1code.models.dequant_cache`) of a local GGUF, else None."""
+    if "gguf_file" not in kw:
+        return None
+    path = Path(src).expanduser() / kw["gguf_file"]
+    return dequant_cache.entry_dir(path) if path.is_file() else None
+
+
+def _from_cache(entry: Path | None, part: str, load: Any) -> Any:
+    """``load(directory)`` of a stored part, or None when there is none or it does not load (then it
+    is discarded, to be stored again)."""
+    cached = dequant_cache.lookup(entry, part) if entry is not None else None
+    if cached is None:
+        return None
+    try:
+        return load(cached)
+    except Exception as exc:  # e.g. a truncated file: the GGUF is still there
+        log.warning("dequantized GGUF cache: %s does not load (%s); dequantizing the GGUF again", cached, exc)
+        dequant_cache.discard(entry, part)
+        return None
+
+
 def _tokenizer(src: str, kw: dict[str, Any], trust_remote_code: bool, label: str) -> Any:
     from transformers import AutoTokenizer
 
-    try:
-        tok = AutoTokenizer.from_pretrained(src, trust_remote_code=trust_remote_code, **kw)
-    except OSError as e:
-        raise _load_error(label, src, e) from e
+    entry = _cache_entry(src, kw)
+    tok = _from_cache(entry, "tokenizer", AutoTokenizer.from_pretrained)
+    if tok is None:
+        try:
+            tok = AutoTokenizer.from_pretrained(src, trust_remote_code=trust_remote_code, **kw)
+        except OSError as e:
+            raise _load_error(label, src, e) from e
+        if entry is not None:
+            dequant_cache.store(entry, "tokenizer", tok.save_pretrained)
     return ensure_pad_token(tok)
 
 
 def _model(src: str, kw: dict[str, Any], dtype: Any, trust_remote_code: bool, label: str) -> Any:
+    import torch
     from transformers import AutoModelForCausalLM
 
-    try:
-        model = AutoModelForCausalLM.from_pretrained(src, dtype=resolve_dtype(dtype),
-                                                     trust_remote_code=trust_remote_code, **kw)
-    except OSError as e:
-        raise _load_error(label, src, e) from e
-    return _drop_gguf_label(model) if "gguf_file" in kw else model
+    dtype = resolve_dtype(dtype)
+
+    def load(source: str | Path, dtype: Any, **kw: Any) -> Any:
+        try:
+            model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, trust_remote_code=trust_remote_code, **kw)
+        except OSError as e:
+            raise _load_error(label, str(source), e) from e
+        return _drop_gguf_label(model) if "gguf_file" in kw else model
+
+    entry = _cache_entry(src, kw)
+    if entry is None:
+        return load(src, dtype, **kw)
+    model = _from_cache(entry, "model", lambda d: load(d, dtype, use_safetensors=True))
+    if model is None:
+        # Dequantized in float32, what the cache keeps, whatever `dtype` is; then, in any other dtype,
+        # loaded back from the cache exactly as every later load will be.
+        model = load(src, torch.float32, **kw)
+        if dequant_cache.store(entry, "model", model.save_pretrained) is not None and dtype != torch.float32:
+            del model
+            model = _from_cache(entry, "model", lambda d: load(d, dtype, use_safetensors=True))
+            if model is None:
+                model = load(src, dtype, **kw)
+    model.config._name_or_path = src  # where it came from, not the cache (e.g. in peft's adapter config)
+    model = _drop_gguf_label(model)  # the same attributes, from the cache or not
+    return model if model.dtype == dtype else model.to(dtype)
 
 
 def load_tokenizer(spec: str | ModelSpec, *, gguf_file: str | None = None, trust_remote_code: bool = False,
