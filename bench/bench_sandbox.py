@@ -78,6 +78,31 @@ def drive(items, fn, callers=CALLERS):
     return results, lat, time.perf_counter() - t0
 
 
+def cpu_split():
+    """CPU seconds so far of this process, of the sandbox's zygotes, and of the sample processes they
+    reaped (from /proc: a zygote's parent is bwrap or us; a sample's parent is its zygote)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    out = {"host": own.ru_utime + own.ru_stime, "zygotes": 0.0, "samples": 0.0}
+    for pid in _descendants(os.getpid()):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                cmd = f.read()
+            if WORKER_MARK not in cmd or os.path.basename(cmd.split(b"\0")[0]) == b"bwrap":
+                continue  # not ours, or bwrap (the worker's source is in its arguments too)
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            with open(f"/proc/{fields[1]}/cmdline", "rb") as f:
+                if f.read() == cmd:
+                    continue  # a sample process (or the spare): counted in its zygote's reaped children
+        except OSError:
+            continue
+        utime, stime, cutime, cstime = (int(x) / tick for x in fields[11:15])
+        out["zygotes"] += utime + stime
+        out["samples"] += cutime + cstime
+    return out
+
+
 def pct(xs, q):
     xs = sorted(xs)
     return xs[min(len(xs) - 1, int(q * len(xs)))]
@@ -113,7 +138,9 @@ def bench(args):
         # mbpp/123 alone is ~2.5 s of pure CPU (amicable numbers below 10000): it holds one of the
         # two callers for most of the run above. The same set without it shows the per-sample cost.
         rest = [p for p in ps if p.task_id != "mbpp/123"]
+        cpu0 = cpu_split()
         _, lat2, wall2 = drive(rest, lambda p: sb.run(p.reference, p.tests, p.setup_code, 20.0))
+        cpu = {k: (v - cpu0[k]) * 1000 / len(rest) for k, v in cpu_split().items()}
     counts = collections.Counter(str(r.verdict) for r in rs)
     wrong = [p.task_id for p, r in zip(ps, rs) if (r.verdict is Verdict.PASSED) == p.known_bad]
     report("sandbox", lat, wall, counts)
@@ -122,6 +149,10 @@ def bench(args):
     slow = sorted(zip(lat, (p.task_id for p in ps)), reverse=True)[:3]
     print("sandbox: slowest: " + ", ".join(f"{t} {s * 1000:.0f} ms" for s, t in slow))
     report("w/o 123", lat2, wall2, {"runs": len(lat2)})
+    total = sum(cpu.values())
+    print(f"w/o 123: CPU per run {total:.2f} ms = host (callers, grading) {cpu['host']:.2f} + zygotes "
+          f"{cpu['zygotes']:.2f} + sample processes (fork, setup, warm-up, run, exit) {cpu['samples']:.2f}; "
+          f"{os.cpu_count()} cores fit at most {1000 * (os.cpu_count() or 1) / total:.0f} runs/s")
 
     base_ps = ps[: args.baseline_limit] if args.baseline_limit else ps
     brs, blat, bwall = drive(base_ps, naive_run)
