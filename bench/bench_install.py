@@ -5,10 +5,12 @@ its sdist. This times that build for each set of ``CMAKE_ARGS``, with no pip cac
 downloaded once, and checks that each wheel it builds plays the default model to the same greedy
 text as the binding installed in this venv:
 
-    .venv/bin/python bench/bench_install.py                      # no CMAKE_ARGS vs -DLLAVA_BUILD=OFF
+    .venv/bin/python bench/bench_install.py        # no CMAKE_ARGS vs -DLLAVA_BUILD=OFF vs the Makefile's
     .venv/bin/python bench/bench_install.py --variants LLAVA_BUILD=OFF "LLAVA_BUILD=OFF GGML_OPENMP=OFF"
 
-A variant is a space-separated list of CMake definitions without their ``-D`` (``none``: no CMAKE_ARGS).
+A variant is a space-separated list of CMake definitions without their ``-D`` (``none``: no CMAKE_ARGS;
+``makefile``: the Makefile's default, which also skips llama.cpp's common library through
+``cmake/llama_cpp_no_common.cmake``).
 
 ``--full`` instead times the whole ``make .venv/.installed`` of a fresh clone of this repository
 with pip's cache turned off, as a new user's first ``make test`` or ``make demo`` pays it; an empty
@@ -84,7 +86,9 @@ def bench_builds(args: argparse.Namespace) -> None:
         sdist = fetch_sdist(version, Path(tmp))
         print(f"sdist download: {time.perf_counter() - t0:.1f} s ({sdist.stat().st_size / 2**20:.0f} MB)")
         rows = []
-        variants = ["" if v == "none" else " ".join(f"-D{d}" for d in v.split()) for v in args.variants]
+        makefile = f"LLAVA_BUILD=OFF CMAKE_PROJECT_llama.cpp_INCLUDE={ROOT / 'cmake' / 'llama_cpp_no_common.cmake'}"
+        variants = ["" if v == "none" else " ".join(f"-D{d}" for d in (makefile if v == "makefile" else v).split())
+                    for v in args.variants]
         for jobs in args.jobs.split(","):
             for variant in variants:
                 times = []
@@ -122,7 +126,7 @@ def bench_full() -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--variants", nargs="+", default=["none", "LLAVA_BUILD=OFF"],
+    ap.add_argument("--variants", nargs="+", default=["none", "LLAVA_BUILD=OFF", "makefile"],
                     help="CMake definitions (without -D; 'none' for no CMAKE_ARGS) to build with, in order; "
                          "the first is the baseline")
     ap.add_argument("--jobs", default="", help="comma-separated CMAKE_BUILD_PARALLEL_LEVEL values ('' = unset)")
