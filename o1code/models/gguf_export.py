@@ -20,6 +20,7 @@ refused rather than written back wrong.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 from dataclasses import dataclass
@@ -42,6 +43,41 @@ class ExportResult:
     path: Path
     replaced: tuple[str, ...]
     copied: int
+
+
+@functools.cache
+def _reader_class() -> Any:
+    import gguf
+    import numpy as np
+
+    class FastGGUFReader(gguf.GGUFReader):
+        """gguf-py's reader with its one accessor of the file, ``_get``, reading views of a plain
+        ndarray of the same mapping instead of the np.memmap itself. Every view of a memmap runs
+        numpy's Python-level ``__array_finalize__``, and the default model's 151k-token vocabulary
+        makes millions of views: 7.1 s per read, 1.9 s without (same fields and tensors)."""
+
+        def _get(self, offset: int, dtype: Any, count: int = 1, override_order: Any = None) -> Any:
+            plain = self.__dict__.get("_plain")
+            if plain is None:
+                plain = self._plain = self.data.view(np.ndarray)
+            dt = np.dtype(dtype)
+            count = int(count)
+            arr = plain[offset:offset + dt.itemsize * count].view(dt)[:count]
+            return arr.view(arr.dtype.newbyteorder(self.byte_order if override_order is None else override_order))
+
+    return FastGGUFReader
+
+
+def read_gguf(path: str | os.PathLike) -> Any:
+    """A `gguf.GGUFReader` of `path` (its ``fields`` and ``tensors``), read about 4x faster than
+    gguf-py's own; a gguf-py whose internals the faster one does not fit gets its own reader."""
+    import gguf
+
+    try:
+        return _reader_class()(str(path))
+    except Exception as exc:
+        log.debug("fast GGUF reader failed on %s (%s); using gguf-py's", path, exc)
+        return gguf.GGUFReader(str(path))
 
 
 def _field(reader: Any, key: str) -> Any:
@@ -68,7 +104,7 @@ def export_gguf(weights: Mapping[str, Any], base: str | os.PathLike, dest: str |
     import torch
     from gguf.quants import dequantize, quantize
 
-    reader = gguf.GGUFReader(str(base))
+    reader = read_gguf(base)
     arch = _field(reader, "general.architecture")
     if arch not in SUPPORTED_ARCHITECTURES:
         raise ExportError(f"{base}: architecture {arch!r} cannot be exported (supported: "
