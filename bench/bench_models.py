@@ -187,17 +187,17 @@ def load_bench(spec: str, reps: int) -> None:
           f"load average {os.getloadavg()[0]:.2f}")
     print(f"{'case':34} {'tokenizer s':>11} {'model s':>8} {'total s':>8} {'peak RSS GB':>12}")
     with tempfile.TemporaryDirectory() as cache:
-        os.environ["O1CODE_CACHE"] = cache  # for cache_root() here
+        os.environ["O1CODE_CACHE"] = cache  # for the workers and for cache_root() here
         cases = [("GGUF dequantized, cache off", "0", "float32", reps),
                  ("GGUF dequantized, cache off, bf16", "0", "bfloat16", reps),
-                 ("first load, empty cache (stores)", "", "float32", 1),
-                 ("from the cache, float32", "", "float32", reps),
-                 ("from the cache, bfloat16", "", "bfloat16", reps)]
+                 ("first load, empty cache (stores)", "8", "float32", 1),
+                 ("from the cache, float32", "8", "float32", reps),
+                 ("from the cache, bfloat16", "8", "bfloat16", reps)]
         totals = {}
         for name, limit, dtype, n in cases:
             runs = []
             for _ in range(n):
-                env = dict(os.environ, O1CODE_CACHE=cache, **{dequant_cache.LIMIT_ENV: limit or "8"})
+                env = dict(os.environ, **{dequant_cache.LIMIT_ENV: limit})
                 p = subprocess.run([sys.executable, __file__, "--load-worker", spec, dtype], env=env,
                                    capture_output=True, text=True)
                 if p.returncode != 0:

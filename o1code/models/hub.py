@@ -137,23 +137,26 @@ def _model(src: str, kw: dict[str, Any], dtype: Any, trust_remote_code: bool, la
 
     def load(source: str | Path, dtype: Any, **kw: Any) -> Any:
         try:
-            model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, trust_remote_code=trust_remote_code, **kw)
+            return AutoModelForCausalLM.from_pretrained(source, dtype=dtype, trust_remote_code=trust_remote_code, **kw)
         except OSError as e:
             raise _load_error(label, str(source), e) from e
-        return _drop_gguf_label(model) if "gguf_file" in kw else model
+
+    def cached() -> Any:
+        return _from_cache(entry, "model", lambda d: load(d, dtype, use_safetensors=True))
 
     entry = _cache_entry(src, kw)
     if entry is None:
-        return load(src, dtype, **kw)
-    model = _from_cache(entry, "model", lambda d: load(d, dtype, use_safetensors=True))
+        model = load(src, dtype, **kw)
+        return _drop_gguf_label(model) if "gguf_file" in kw else model
+    model = cached()
     if model is None:
         # Dequantized in float32, what the cache keeps, whatever `dtype` is; then, in any other dtype,
         # loaded back from the cache exactly as every later load will be.
-        model = load(src, torch.float32, **kw)
+        model = _drop_gguf_label(load(src, torch.float32, **kw))
         if dequant_cache.store(entry, "model", model.save_pretrained) is not None and dtype != torch.float32:
             del model
-            model = _from_cache(entry, "model", lambda d: load(d, dtype, use_safetensors=True))
-            if model is None:
+            model = cached()
+            if model is None:  # stored but does not load back: dequantize straight to `dtype`
                 model = load(src, dtype, **kw)
     model.config._name_or_path = src  # where it came from, not the cache (e.g. in peft's adapter config)
     model = _drop_gguf_label(model)  # the same attributes, from the cache or not
