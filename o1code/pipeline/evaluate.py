@@ -18,6 +18,11 @@ Definitions (the paper gives only one-line wordings; these are the operational r
   oracle figure by construction. k is each problem's number of code samples (its mean is reported).
 - **reward pass rate**: the share of answers that pass their reward tests; its gap to Pass@1 is
   how much passing the reward tests overstates correctness.
+- **pass@k** (``samples=N``, temperature > 0): N more episodes per problem are sampled from the same
+  model and mode (besides the agent's answer) and each is judged on every judging test; pass@k is the
+  unbiased estimator of Chen et al. 2021 averaged over problems, for k = 1, 2, 5, 10, ... <= N.
+- **95% CI**: every Pass@1 and pass@k comes with a percentile bootstrap interval over problems and the
+  number of problems (`o1code.pipeline.stats`); two runs are compared paired (`o1code compare`).
 - **ASPR** (average sampling pass rate, MCTS only): for each problem where the search found a
   path passing the reward tests, the share of code samples passing the reward tests among those
   drawn at the penultimate node of each such path (non-code samples do not count), averaged over
@@ -37,19 +42,20 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
-import json
+import hashlib
 import logging
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable
 
-from o1code.agents import LLMAgent, LLMConfig, MCTSAgent, MCTSConfig, trajectory_records
+from o1code.agents import LLMAgent, LLMConfig, MCTSAgent, MCTSConfig, problem_seed, trajectory_records
 from o1code.data import DATASETS, MBPP_SPLITS, Problem, load_dataset
 from o1code.envs import CodeEnv, EvalInfo
 from o1code.errors import RunDirError
 from o1code.models import Generator, load_generator
 from o1code.pipeline.errors import PipelineError
+from o1code.pipeline.eval_report import markdown_table, summarise, write_report  # noqa: F401 (re-exported)
 from o1code.rewards import is_oracle
 from o1code.runs import append_jsonl, pin_config, read_jsonl, write_atomic, write_jsonl
 from o1code.sandboxes import LocalSandbox, Sandbox
@@ -122,6 +128,9 @@ class EvalConfig:
         "MCTS: a trained process reward model (`o1code prm train`'s RUN/final) scoring new nodes", metavar="DIR"))
     value_weight: float | None = field(default=None, metadata=_help(
         "MCTS: weight of the PRM's value in UCT selection (default 1 with --prm)", metavar="W"))
+    samples: int | None = field(default=None, metadata=_help(
+        "also play N sampled episodes per problem (at --temperature > 0, each judged on all tests) and report the "
+        "unbiased pass@k for k = 1, 2, 5, 10, ... <= N beside the agent's Pass@1", metavar="N"))
     # Where the problems run, not what they give: unpinned, a run may resume locally or on Ray
     ray: str | None = field(default=None, metadata=_help(
         "play the problems on Ray worker actors (the distributed extra): local (start Ray here), auto (join this "
@@ -147,6 +156,9 @@ class EvalConfig:
             raise PipelineError(f"unknown show_tests {self.show_tests!r}; choose none, first or all")
         if self.prm and self.agent != "mcts":
             raise PipelineError("--prm guides the MCTS search: use --agent mcts (best-of-N: `o1code prm eval`)")
+        if self.samples is not None and (self.samples < 1 or self.temperature <= 0):
+            raise PipelineError("samples draws N >= 1 episodes per problem at temperature > 0 "
+                                f"(got samples={self.samples}, temperature={self.temperature})")
         if self.value_weight is not None and not self.prm:
             raise PipelineError("value_weight weighs a PRM's values: give --prm too")
         return self
@@ -302,101 +314,34 @@ def _solve(env: CodeEnv, agent: Any, config: EvalConfig, isolation: str, problem
         row = _search(env, agent, problem, config, trajectories, on_rollout)
     else:
         row = _play(env, agent, problem)
-    return {"task_id": problem.task_id, "known_bad": problem.known_bad, **row, "sandbox": isolation}
+    if config.samples:
+        row.update(_sample(env, agent.generator, config, problem))
+    return {"task_id": problem.task_id, "known_bad": problem.known_bad, **row, "sandbox": isolation,
+            "tests_digest": tests_digest(problem)}
 
 
-def summarise(rows: Sequence[dict], config: EvalConfig) -> dict[str, Any]:
-    """Aggregate per-problem rows into the figures of the table (see the module docstring)."""
-    counted = [r for r in rows if config.include_known_bad or not r.get("known_bad")]
-    asprs = [r["aspr"] for r in rows if r.get("aspr") is not None]
-    n = len(rows) or 1
-    seconds = sum(r["seconds"] for r in rows)
-
-    def share(key: str) -> float:
-        return (sum(bool(r.get(key)) for r in counted) / len(counted)) if counted else 0.0
-
-    return {
-        "agent": config.agent,
-        "mode": config.mode,
-        "model": config.model,
-        "dataset": config.dataset,
-        "tests": config.tests,
-        "show_tests": config.show_tests,
-        "oracle": config.oracle,
-        "problems": len(rows),
-        "counted": len(counted),
-        "pass_at_1": share("passed"),
-        "reward_pass_rate": share("reward_passed"),
-        "oracle_pass_at_k": share("oracle_pass") if config.agent not in ("greedy", "policy") else None,
-        "k_mean": (sum(r.get("samples", 0) for r in counted) / len(counted)) if counted else 0.0,
-        "aspr": (sum(asprs) / len(asprs)) if asprs else None,
-        "aspr_problems": len(asprs),
-        "avg_tokens": sum(r["tokens"] for r in rows) / n,
-        "avg_steps": sum(r["steps"] for r in rows) / n,
-        "avg_seconds": seconds / n,
-        "outside_generation_share": (1 - sum(r["generate_seconds"] for r in rows) / seconds) if seconds else 0.0,
-        "known_bad_excluded": [r["task_id"] for r in rows if r.get("known_bad") and not config.include_known_bad],
-        "sandbox": ", ".join(sorted({r.get("sandbox", "unrecorded") for r in rows})),
-    }
+def tests_digest(problem: Problem) -> str:
+    """A short hash of what judges `problem` (its setup code and judging tests): `o1code compare` refuses
+    to pair runs whose verdicts on a problem came from different tests (another data version or conversion)."""
+    text = "\0".join((problem.setup_code, *problem.tests))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def _reward_label(s: dict) -> str:
-    return f"{s.get('tests', '?')} (ORACLE)" if s.get("oracle") else s.get("tests", "?")
-
-
-def markdown_table(summaries: Sequence[dict]) -> str:
-    """A markdown table with one row per run summary."""
-    head = ("| agent | mode | model | reward tests | problems | Pass@1 | oracle pass@k (k) | reward pass | ASPR "
-            "| tokens/problem | s/problem | outside gen. |")
-    lines = [head, "|" + "---|" * 12]
-    for s in summaries:
-        aspr = f"{100 * s['aspr']:.1f}" if s["aspr"] is not None else "-"
-        opk = s.get("oracle_pass_at_k")
-        opk = f"{100 * opk:.1f} ({s.get('k_mean', 0):.1f})" if opk is not None else "-"
-        lines.append(
-            f"| {s['agent']} | {s['mode']} | {s['model']} | {_reward_label(s)} | {s['counted']} "
-            f"| {100 * s['pass_at_1']:.1f} | {opk} | {100 * s.get('reward_pass_rate', 0):.1f} | {aspr} "
-            f"| {s['avg_tokens']:.0f} | {s['avg_seconds']:.1f} | {100 * s['outside_generation_share']:.2f}% |"
-        )
-    if any(s.get("oracle") for s in summaries):
-        lines.append("\n**ORACLE:** runs marked (ORACLE) were rewarded by the judging tests themselves: their "
-                     "Pass@1 is not an honest Pass@1.")
-    unsafe = [f"{s['agent']}/{s['mode']}" for s in summaries
-              if any(x.startswith("none") for x in s.get("sandbox", "").split(", "))]
-    if unsafe:
-        lines.append(f"\n**UNSAFE:** {', '.join(unsafe)} ran model-written code without sandbox confinement.")
-    return "\n".join(lines) + "\n"
-
-
-def plot_summaries(summaries: Sequence[dict], path: Path) -> None:
-    """A bar chart of Pass@1, oracle pass@k and ASPR per run, saved as PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    labels = [f"{s['agent']}/{s['mode']}\n{s['model'][-24:]}\nreward: {_reward_label(s)}" for s in summaries]
-    x = range(len(summaries))
-    fig, ax = plt.subplots(figsize=(max(4, 2.2 * len(summaries)), 3.8))
-    ax.bar([i - 0.27 for i in x], [100 * s["pass_at_1"] for s in summaries], width=0.27, label="Pass@1")
-    ax.bar([i for i in x], [100 * (s.get("oracle_pass_at_k") or 0) for s in summaries], width=0.27,
-           label="oracle pass@k")
-    ax.bar([i + 0.27 for i in x], [100 * (s["aspr"] or 0) for s in summaries], width=0.27, label="ASPR")
-    ax.set_xticks(list(x), labels, fontsize=7)
-    ax.set_ylabel("%")
-    ax.set_ylim(0, 100)
-    if any(s.get("oracle") for s in summaries):
-        ax.set_title("ORACLE: some runs were rewarded by the judging tests", fontsize=9, color="red")
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-
-
-def write_report(run_dir: Path, summaries: Sequence[dict]) -> None:
-    write_atomic(run_dir / "summary.json", json.dumps(list(summaries), indent=2))
-    write_atomic(run_dir / "summary.md", markdown_table(summaries))
-    plot_summaries(summaries, run_dir / "summary.png")
+def _sample(env: CodeEnv, generator: Generator, config: EvalConfig, problem: Problem) -> dict[str, Any]:
+    """``--samples N``: N episodes sampled at the run's temperature, each judged on every judging test.
+    Sample i's seed comes from (seed, i) and, per step, from the task id (`LLMAgent`), so a resumed run
+    draws the same samples."""
+    passed, verdicts, tokens, seconds = [], [], 0, 0.0
+    for i in range(config.samples or 0):
+        agent = LLMAgent(generator, LLMConfig(
+            temperature=config.temperature, top_p=config.top_p, top_k=config.top_k,
+            max_step_tokens=config.max_step_tokens, seed=problem_seed(config.seed, f"sample-{i}")))
+        row = _play(env, agent, problem)
+        passed.append(row["passed"])
+        verdicts.append(row["verdict"])
+        tokens += row["tokens"]
+        seconds += row["seconds"]
+    return {"sample_passed": passed, "sample_verdicts": verdicts, "sample_tokens": tokens, "sample_seconds": seconds}
 
 
 def run_eval(
