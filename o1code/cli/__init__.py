@@ -1,6 +1,6 @@
 """The `o1code` command line: `o1code --help` lists the commands.
 
-One module per command (`problems`, `eval`, `tcg`, `prm`, `sft`, `ppo`, `selfplay`, `export`, `demo`), each
+One module per command (`problems`, `eval`, `compare`, `tcg`, `prm`, `sft`, `ppo`, `selfplay`, `export`, `demo`), each
 with an ``add_*_command(subparsers)``; `config` turns a settings dataclass into flags and reads
 ``--config`` TOML files into it. `main` assembles the parser and turns every `O1CodeError` into one
 line on stderr and exit status 2.
@@ -14,6 +14,7 @@ import sys
 from typing import Sequence
 
 from o1code import __version__
+from o1code.cli.compare import add_compare_command
 from o1code.cli.demo import add_demo_command
 from o1code.cli.eval import add_eval_command
 from o1code.cli.export import add_export_command
@@ -44,6 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     add_problems_command(commands)
     add_eval_command(commands)
+    add_compare_command(commands)
     add_tcg_command(commands)
     add_prm_command(commands)
     add_sft_command(commands)
