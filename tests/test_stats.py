@@ -58,7 +58,7 @@ def test_mcnemar_exact_hand_computed():
 
 
 def test_bootstrap_ci_covers_the_true_rate_about_95_percent_of_the_time():
-    true_p, n, trials = 0.4, 90, 200
+    true_p, n, trials = 0.37, 90, 200  # off the k/90 lattice, so no interval end lands on it exactly
     rng = np.random.default_rng(1234)
     hits = 0
     for t in range(trials):
