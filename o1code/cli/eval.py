@@ -67,7 +67,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if args.dry_run:
         for cfg in runs:
             reward = f"{cfg.tests} (ORACLE)" if cfg.oracle else cfg.tests
-            print(f"{cfg.agent:<7} {cfg.mode:<11} {cfg.model:<45} {cfg.dataset}/{cfg.split} reward={reward} "
+            samples = f" samples={cfg.samples}@T{cfg.temperature}" if cfg.samples else ""
+            print(f"{cfg.agent:<7} {cfg.mode:<11} {cfg.model:<45} {cfg.dataset}/{cfg.split} reward={reward}{samples} "
                   f"-> {cfg.run_dir}")
         print(f"-- {len(runs)} runs")
         return 0
@@ -88,7 +89,10 @@ def add_eval_command(commands: Any) -> argparse.ArgumentParser:
         description="Evaluate an agent on MBPP or HumanEval problems. The search or selection is rewarded "
         "by the reward tests (--tests, default: the visible tests shown in the prompt); every answer is "
         "judged by all of the problem's tests. Pass@1: share of problems whose one answer passes every "
-        "judging test (known-bad tasks excluded); oracle pass@k: any sample passes them. Writes "
+        "judging test (known-bad tasks excluded), with its 95% bootstrap CI over problems and the number of "
+        "problems; --samples N also judges N sampled episodes per problem (--temperature > 0) and reports the "
+        "unbiased pass@k for k = 1, 2, 5, 10, ... <= N; oracle pass@k: any sample passes them. Two runs: "
+        "`o1code compare RUN_A RUN_B` (paired). Writes "
         "results.jsonl (appended per problem; re-running the same --run-dir resumes, refusing changed "
         "settings), trajectories.jsonl (mcts), summary.json, summary.md and summary.png. ASPR: see the README.",
     )
