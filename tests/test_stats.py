@@ -209,3 +209,25 @@ def test_eval_samples_reports_pass_at_k_and_resumes(tmp_path):
         run_eval(EvalConfig(**{**asdict(cfg), "samples": 2}), generator=gen, progress=False)
     with pytest.raises(Exception, match="temperature > 0"):
         EvalConfig(samples=2, temperature=0.0).validate()
+
+
+def test_ppo_report_carries_cis_and_the_paired_before_after_line(tmp_path):
+    from o1code.pipeline.ppo import PPORunConfig, plot_curves, summary_markdown
+
+    rng = np.random.default_rng(9)
+    before = rng.random(90) < 0.3
+    after = before | (rng.random(90) < 0.4)
+    evals = []
+    for update, passed in ((0, before), (6, after)):
+        run = write_run(tmp_path / "evals" / f"update-{update:04d}", passed)
+        c = compare_runs(run, run)
+        evals.append({"update": update, "pass_at_1": c.pass_a, "pass_at_1_ci": list(c.ci_a), "run_dir": str(run),
+                      "reward_pass_rate": 0.5, "problems": 90})
+    history = [{"update": u, "reward": 0.1, "reward_test_pass": 0.2, "hidden_test_pass": 0.1, "kl": 0.0}
+               for u in range(1, 7)]
+    text = summary_markdown(PPORunConfig(run_dir=str(tmp_path)), history, evals, tmp_path / "final", 60.0)
+    lo, hi = evals[0]["pass_at_1_ci"]
+    assert f"{100 * evals[0]['pass_at_1']:.1f} [{100 * lo:.1f}, {100 * hi:.1f}]" in text
+    line = next(x for x in text.splitlines() if x.startswith("- update 6 vs update 0 (paired, n=90): +"))
+    assert "CI includes 0" not in line and "McNemar p = " in line
+    assert plot_curves(history, evals, tmp_path / "curves.png").stat().st_size > 1000

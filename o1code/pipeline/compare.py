@@ -162,4 +162,17 @@ def compare_runs(run_a: str | os.PathLike, run_b: str | os.PathLike, seed: int =
     return compare(load_run(run_a), load_run(run_b), seed=seed)
 
 
-__all__ = ["JUDGING_FIELDS", "Comparison", "RunResults", "compare", "compare_runs", "diff_text", "load_run"]
+def paired_line(run_a: str | os.PathLike, run_b: str | os.PathLike, label_a: str, label_b: str) -> str:
+    """One markdown line for a report: B vs A paired (difference, CI, McNemar p, flips), or why the two runs
+    cannot be paired."""
+    try:
+        c = compare_runs(run_a, run_b)
+    except ComparisonError as exc:
+        return f"- {label_b} vs {label_a}: not compared ({exc})"
+    return (f"- {label_b} vs {label_a} (paired, n={c.problems}): {diff_text(c)}"
+            f"{'' if c.significant else ', CI includes 0'}; exact McNemar p = {c.p_value:.3g}; "
+            f"{len(c.b_only)} problems flipped to pass, {len(c.a_only)} to fail")
+
+
+__all__ = ["JUDGING_FIELDS", "Comparison", "RunResults", "compare", "compare_runs", "diff_text", "load_run",
+           "paired_line"]

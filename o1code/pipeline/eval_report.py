@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 from typing import Any, Sequence
 
-from o1code.pipeline.stats import LEVEL, bootstrap_ci, ks_up_to, pass_at_k
+from o1code.pipeline.stats import LEVEL, bootstrap_ci, ci_yerr, ks_up_to, pass_at_k
 from o1code.runs import write_atomic
 
 #: The seed of the summaries' bootstrap (fixed: a summary is a function of its rows alone).
@@ -124,13 +124,6 @@ def markdown_table(summaries: Sequence[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _error_bar(s: dict) -> list[float]:
-    ci = s.get("pass_at_1_ci")
-    if not ci or any(c != c for c in ci):
-        return [0.0, 0.0]
-    return [100 * max(0.0, s["pass_at_1"] - ci[0]), 100 * max(0.0, ci[1] - s["pass_at_1"])]
-
-
 def plot_summaries(summaries: Sequence[dict], path: Path) -> None:
     """A bar chart of Pass@1 (with its 95% CI and n), oracle pass@k and ASPR per run, saved as PNG."""
     import matplotlib
@@ -142,9 +135,9 @@ def plot_summaries(summaries: Sequence[dict], path: Path) -> None:
               for s in summaries]
     x = range(len(summaries))
     fig, ax = plt.subplots(figsize=(max(4, 2.2 * len(summaries)), 3.8))
-    errors = [_error_bar(s) for s in summaries]
+    err = ci_yerr([s["pass_at_1"] for s in summaries], [s.get("pass_at_1_ci") for s in summaries])
     ax.bar([i - 0.27 for i in x], [100 * s["pass_at_1"] for s in summaries], width=0.27, label="Pass@1 (95% CI)",
-           yerr=[[e[0] for e in errors], [e[1] for e in errors]], capsize=3)
+           yerr=[[100 * e for e in side] for side in err], capsize=3)
     ax.bar([i for i in x], [100 * (s.get("oracle_pass_at_k") or 0) for s in summaries], width=0.27,
            label="oracle pass@k")
     ax.bar([i + 0.27 for i in x], [100 * (s["aspr"] or 0) for s in summaries], width=0.27, label="ASPR")

@@ -45,8 +45,11 @@ from typing import Any, Sequence
 
 from o1code.data import Problem, load_dataset
 from o1code.data.formats import MODES, SHOW_TESTS
+from o1code.pipeline.compare import paired_line
 from o1code.pipeline.errors import PipelineError
+from o1code.pipeline.eval_report import percent_ci
 from o1code.pipeline.evaluate import EvalConfig, is_saved_policy, load_prm, run_eval, select_problems
+from o1code.pipeline.stats import ci_yerr
 from o1code.rewards import is_oracle
 from o1code.runs import config_changes, read_jsonl, write_atomic
 
@@ -298,13 +301,15 @@ class HeldOutEval:
         return self.run(policy, self.update)
 
     def collected(self) -> list[dict[str, Any]]:
-        """Every finished evaluation point, in update order: update, pass_at_1, reward_pass_rate, problems."""
+        """Every finished evaluation point, in update order: update, pass_at_1 (its 95% CI: pass_at_1_ci),
+        reward_pass_rate, problems, run_dir (the `o1code eval` run directory, for `o1code compare`)."""
         out = []
         for d in sorted(self.root.glob("update-*")):
             s = d / "summary.json"
             if s.is_file():
                 (summary,) = json.loads(s.read_text())
                 out.append({"update": int(d.name.split("-")[1]), "pass_at_1": summary["pass_at_1"],
+                            "pass_at_1_ci": summary.get("pass_at_1_ci"), "run_dir": str(d),
                             "reward_pass_rate": summary["reward_pass_rate"], "problems": summary["counted"]})
         return out
 
@@ -357,7 +362,9 @@ def plot_curves(history: Sequence[dict], evals: Sequence[dict], path: Path) -> P
     c.set_title("KL to the reference (per step)", fontsize=9)
     if evals:
         ex = [e["update"] for e in evals]
-        d.plot(ex, [e["pass_at_1"] for e in evals], marker="o", label="Pass@1 (hidden tests)")
+        p1 = [e["pass_at_1"] for e in evals]
+        d.errorbar(ex, p1, yerr=ci_yerr(p1, [e.get("pass_at_1_ci") for e in evals]), marker="o", capsize=3,
+                   label=f"Pass@1 (hidden tests, 95% CI, n={evals[-1]['problems']})")
         d.plot(ex, [e["reward_pass_rate"] for e in evals], marker="x", linestyle="--", label="visible tests pass")
         d.legend(fontsize=7)
     else:  # self-play evaluates in a stage of its own; an empty panel would read as a missing result
@@ -394,9 +401,12 @@ def summary_markdown(config: PPORunConfig, history: Sequence[dict], evals: Seque
         f"## Held-out greedy Pass@1 ({config.dataset} {config.eval_split}, hidden tests)", "",
     ]
     if evals:
-        lines += ["| update | problems | Pass@1 | visible-test pass |", "|---|---|---|---|"]
-        lines += [f"| {e['update']} | {e['problems']} | {100 * e['pass_at_1']:.1f} "
+        lines += ["| update | problems | Pass@1 [95% CI] | visible-test pass |", "|---|---|---|---|"]
+        lines += [f"| {e['update']} | {e['problems']} | {percent_ci(e['pass_at_1'], e.get('pass_at_1_ci'))} "
                   f"| {100 * e['reward_pass_rate']:.1f} |" for e in evals]
+        if len(evals) > 1 and evals[0].get("run_dir") and evals[-1].get("run_dir"):  # before vs after, paired
+            lines += ["", paired_line(evals[0]["run_dir"], evals[-1]["run_dir"], f"update {evals[0]['update']}",
+                                      f"update {evals[-1]['update']}")]
     else:
         lines.append("(no evaluation: eval_every or eval_limit is 0)")
     lines += ["", "## Training (rollouts on train problems)", "",

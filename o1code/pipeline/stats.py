@@ -92,4 +92,15 @@ def mcnemar_exact(a_only: int, b_only: int) -> float:
     return min(1.0, 2 * tail / 2**n)
 
 
-__all__ = ["LEVEL", "N_BOOT", "bootstrap_ci", "ks_up_to", "mcnemar_exact", "paired_bootstrap_ci", "pass_at_k"]
+def ci_yerr(values: Sequence[float], cis: Sequence[Sequence[float] | None]) -> list[list[float]]:
+    """Matplotlib's ``yerr`` (below, above) of shares `values` and their CIs (None or nan: no bar), in the
+    values' own unit."""
+    below, above = [], []
+    for v, ci in zip(values, cis):
+        ok = ci is not None and not any(x != x for x in ci)
+        below.append(max(0.0, v - ci[0]) if ok else 0.0)
+        above.append(max(0.0, ci[1] - v) if ok else 0.0)
+    return [below, above]
+
+
+__all__ = ["LEVEL", "N_BOOT", "bootstrap_ci", "ci_yerr", "ks_up_to", "mcnemar_exact", "paired_bootstrap_ci", "pass_at_k"]
