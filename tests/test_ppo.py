@@ -62,13 +62,13 @@ def test_resume_equals_uninterrupted(tiny, tmp_path):
 
 
 def test_advantages():
-    steps = [Step(0, "p", [1], "a", 0.0, 0.0, value=0.5, reward=0.0), Step(0, "p", [1], "b", 0.0, 0.0, value=0.2,
-                                                                           reward=1.0, done=True)]
+    steps = [Step(0, "p", [1], "a", [0.0], [0.0], None, value=0.5, reward=0.0),
+             Step(0, "p", [1], "b", [0.0], [0.0], None, value=0.2, reward=1.0, done=True)]
     gae(steps, gamma=1.0, lam=1.0)
     assert steps[1].advantage == pytest.approx(0.8) and steps[1].ret == pytest.approx(1.0)
     assert steps[0].advantage == pytest.approx(0.5) and steps[0].ret == pytest.approx(1.0)
     eps = [Episode("t", ret=r) for r in (1.0, 0.0, 0.0, 1.0)]
-    steps = [Step(i, "p", [1], "x", 0.0, 0.0, 0.0) for i in range(4)]
+    steps = [Step(i, "p", [1], "x", [0.0], [0.0], None, 0.0) for i in range(4)]
     group_advantages(steps, eps, group_size=2)
     assert steps[0].advantage == pytest.approx(1.0, abs=1e-4) and steps[1].advantage == pytest.approx(-1.0, abs=1e-4)
 

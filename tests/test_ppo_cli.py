@@ -17,13 +17,19 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def test_run_config_forwards_every_ppo_field():
-    from o1code.agents.ppo import PPOConfig
+    import subprocess
+    import sys
+
+    from o1code.agents.ppo_config import PPOConfig
 
     ppo = {f.name: f for f in dataclasses.fields(PPOConfig)}
     run = {f.name: f for f in dataclasses.fields(PPORunConfig)}
-    assert tuple(ppo) == PPO_FIELDS and set(ppo) <= set(run)
+    assert tuple(ppo) == PPO_FIELDS and set(ppo) <= set(run) and issubclass(PPORunConfig, PPOConfig)
     hints, run_hints = typing.get_type_hints(PPOConfig), typing.get_type_hints(PPORunConfig)
     assert {k: hints[k] for k in ppo} == {k: run_hints[k] for k in ppo}
+    # the command line's config layer imports no torch
+    code = "import sys, o1code.pipeline.ppo, o1code.cli.ppo; print('torch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "False"
     cfg = PPORunConfig(algo="grpo", updates=3, kl_coef=0.1, mode="direct", max_steps=6)
     assert cfg.max_steps == 1  # direct mode: one step
     assert cfg.ppo_config() == PPOConfig(**{k: getattr(cfg, k) for k in ppo})

@@ -5,21 +5,25 @@ step delimiter. Its log-probability is the sum of its tokens' log-probs; its sta
 policy's value head at the prompt's last token. One update is:
 
 1. **rollout**: ``episodes_per_update`` episodes in a list of envs stepped together; at each round
-   the prompts of the unfinished episodes are continued in one batched, seeded ``generate`` call
-   (left padding). The reward of a step is the env's (its process reward, if one is configured, and
-   the outcome reward from the env's *reward tests* at the last step, or `phi`). ``info["eval"]``
-   (the judging tests) is only recorded, never rewarded, so the gap between the two pass rates is
-   the reward-hacking gap, logged side by side;
+   a rollout engine (`o1code.agents.rollout`: transformers, llama.cpp or vLLM) samples the next step
+   of every unfinished episode in one seeded call, with each token's log-prob under the engine; the
+   trainer recomputes them (the ratio's "old" log-probs). The reward of a step is the env's (its
+   process reward, if one is configured, and the outcome reward from the env's *reward tests* at the
+   last step, or `phi`). ``info["eval"]`` (the judging tests) is only recorded, never rewarded, so the
+   gap between the two pass rates is the reward-hacking gap, logged side by side. GRPO's dynamic
+   sampling drops groups whose returns are all equal and rolls out groups on further problems;
 2. **advantages**: PPO: GAE over the steps of each episode (``gamma``, ``gae_lambda``) from the
    value head, normalised over the batch. GRPO (``algo="grpo"``): episodes come in groups of
    ``group_size`` on the same problem; an episode's advantage is its return minus its group's mean,
    over the group's std, given to each of its steps; no value head;
 3. **update**: ``update_epochs`` passes over shuffled minibatches of steps: the clipped surrogate
-   ``-min(r A, clip(r, 1-eps, 1+eps) A)`` with ``r = exp(logp - logp_old)``, plus ``vf_coef`` times
-   the value loss (PPO), plus ``kl_coef`` times the KL to the reference policy (the base model with
-   the LoRA adapters disabled, or a frozen copy; k3 estimator per token, summed per step), minus
-   ``ent_coef`` times the sampled-token entropy estimate; gradients accumulate over a minibatch's
-   chunks of ``micro_batch`` steps, clipped to ``max_grad_norm``.
+   ``-min(r A, clip(r, 1-clip, 1+clip_high) A)`` with ``r = exp(logp - logp_old)`` per step or per
+   token (``ratio``), weighted by the truncated importance ratio ``min(pi_old / pi_engine, tis_cap)``
+   (the engine-trainer mismatch), plus ``vf_coef`` times the value loss (PPO), plus ``kl_coef`` times
+   the KL to the reference policy (the base model with the LoRA adapters disabled, or a frozen copy;
+   k3 estimator; none computed at 0), minus ``ent_coef`` times the sampled-token entropy estimate;
+   gradients accumulate over a minibatch's chunks of ``micro_batch`` steps, clipped to
+   ``max_grad_norm``. Then the engine receives the new weights (``sync``).
 
 `train` runs updates with checkpoints every ``save_every`` updates (policy, optimizer, RNG states,
 written atomically; a rerun resumes after the last one), TensorBoard scalars under ``RUN/tb``, and an
@@ -43,52 +47,14 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
-from o1code.agents.errors import AgentError
 from o1code.agents.llm import problem_seed
+from o1code.agents.ppo_config import ALGOS, PPOConfig
+from o1code.agents.rollout import RolloutEngine, make_engine, sample_each
 from o1code.data.formats import STEP_END
 from o1code.envs import EvalInfo
 from o1code.models.policy import Policy
 
 log = logging.getLogger(__name__)
-
-ALGOS = ("ppo", "grpo")
-
-
-@dataclass
-class PPOConfig:
-    """Every hyperparameter of a PPO/GRPO run."""
-
-    algo: str = "ppo"  #: ppo (GAE, value head) or grpo (group-relative advantages, no value head)
-    updates: int = 20  #: policy updates in the run
-    episodes_per_update: int = 8  #: episodes collected per update (grpo: a multiple of group_size)
-    group_size: int = 4  #: grpo: episodes per problem in one update
-    max_step_tokens: int = 128  #: token limit of one step
-    temperature: float = 1.0  #: sampling temperature of rollouts (1.0: the ratio's own distribution)
-    top_p: float = 1.0
-    gamma: float = 1.0  #: discount over steps
-    gae_lambda: float = 0.95
-    clip: float = 0.2  #: PPO's epsilon
-    vf_coef: float = 0.5
-    ent_coef: float = 0.0
-    kl_coef: float = 0.05  #: weight of the KL to the reference policy
-    learning_rate: float = 1e-5
-    update_epochs: int = 2
-    minibatch_size: int = 8  #: steps per optimizer step
-    micro_batch: int = 4  #: steps per forward pass (gradient accumulation within a minibatch)
-    max_grad_norm: float = 1.0
-    seed: int = 0
-    save_every: int = 5  #: checkpoint every this many updates
-    eval_every: int = 0  #: held-out evaluation every this many updates (0: never)
-
-    def __post_init__(self) -> None:
-        if self.algo not in ALGOS:
-            raise AgentError(f"algo must be one of {', '.join(ALGOS)}, got {self.algo!r}")
-        if self.algo == "grpo" and (self.group_size < 2 or self.episodes_per_update % self.group_size):
-            raise AgentError("grpo needs group_size >= 2 dividing episodes_per_update")
-        if min(self.updates, self.episodes_per_update, self.update_epochs, self.minibatch_size,
-               self.micro_batch, self.max_step_tokens) < 1:
-            raise AgentError("updates, episodes_per_update, update_epochs, minibatch_size, micro_batch and "
-                             "max_step_tokens must be >= 1")
 
 
 @dataclass
@@ -99,8 +65,9 @@ class Step:
     prompt: str
     token_ids: list[int]
     text: str
-    logprob: float  #: sum of the tokens' log-probs under the rollout policy
-    ref_logprob: float  #: the same under the reference policy
+    logprobs: list[float]  #: each token's log-prob under the trainer's policy before the update (the ratio's "old")
+    engine_logprobs: list[float]  #: the same under the engine that sampled it (the correction's denominator)
+    ref_logprobs: list[float] | None  #: the same under the reference policy (None: kl_coef 0)
     value: float
     reward: float = 0.0
     done: bool = False
@@ -120,40 +87,6 @@ class Episode:
 
 
 # ---------------------------------------------------------------- rollouts
-@torch.no_grad()
-def sample_steps(policy: Policy, prompts: Sequence[str], config: PPOConfig, seed: int) -> list[list[int]]:
-    """One step per prompt: the token ids sampled after it (left-padded batch, seeded), cut after the
-    step delimiter or EOS; each list holds at least one token."""
-    tok = policy.tokenizer
-    texts = [policy.format_prompt(p) for p in prompts]
-    side = tok.padding_side
-    tok.padding_side = "left"
-    try:
-        templ = policy.config.chat_template and getattr(tok, "chat_template", None)
-        enc = tok(texts, return_tensors="pt", padding=True, add_special_tokens=not templ).to(policy.device_)
-    finally:
-        tok.padding_side = side
-    torch.manual_seed(seed)
-    out = policy.model.generate(
-        **enc, do_sample=True, temperature=config.temperature, top_p=config.top_p, top_k=0,
-        max_new_tokens=config.max_step_tokens, stop_strings=[STEP_END], tokenizer=tok,
-        pad_token_id=tok.pad_token_id)
-    new = out[:, enc["input_ids"].shape[1]:].tolist()
-    stops = {tok.eos_token_id, tok.pad_token_id}
-    result = []
-    for ids in new:
-        cut = len(ids)
-        for i, t in enumerate(ids):
-            if t in stops:
-                cut = i + 1 if t == tok.eos_token_id else i
-                break
-            if STEP_END in tok.decode(ids[max(0, i - 8):i + 1]):
-                cut = i + 1
-                break
-        result.append(ids[:max(cut, 1)])
-    return result
-
-
 def step_text(policy: Policy, ids: Sequence[int]) -> str:
     """The step's text: the decoded tokens before the delimiter (special tokens dropped)."""
     return policy.tokenizer.decode(ids, skip_special_tokens=True).split(STEP_END)[0]
@@ -161,17 +94,18 @@ def step_text(policy: Policy, ids: Sequence[int]) -> str:
 
 @torch.no_grad()
 def score_steps(policy: Policy, reference: Any, prompts: Sequence[str], ids: Sequence[Sequence[int]],
-                micro_batch: int) -> tuple[list[float], list[float], list[float]]:
-    """``(logprobs, reference logprobs, values)`` of each step (sums over its tokens), in chunks.
+                micro_batch: int, kl: bool = True) -> tuple[list[list[float]], list[list[float]] | None, list[float]]:
+    """``(logprobs, reference logprobs or None when not kl, values)`` of each step, per token, in chunks.
     `reference`: a frozen copy of the LM, or None for the policy's LM with its LoRA adapters disabled."""
     lp, ref, val = [], [], []
     for i in range(0, len(prompts), micro_batch):
         p, c = prompts[i:i + micro_batch], ids[i:i + micro_batch]
         lps, values = policy.logprobs_and_values(p, c)
-        lp += [float(x.sum()) for x in lps]
-        ref += [float(x.sum()) for x in reference_logprobs(policy, reference, p, c)]
+        lp += [x.float().tolist() for x in lps]
+        if kl:
+            ref += [x.float().tolist() for x in reference_logprobs(policy, reference, p, c)]
         val += values.float().tolist()
-    return lp, ref, val
+    return lp, (ref if kl else None), val
 
 
 def reference_logprobs(policy: Policy, reference: Any, prompts: Sequence[str], ids: Sequence[Sequence[int]]
@@ -201,12 +135,15 @@ def make_reference(policy: Policy) -> Any:
     return ref
 
 
-def rollout(policy: Policy, reference: Any, envs: Sequence[Any], config: PPOConfig, update: int,
-            task_ids: Sequence[str | None]) -> tuple[list[Step], list[Episode]]:
-    """Play one episode in each env (env i on ``task_ids[i]`` when given), all stepped together;
-    `reference` as in `score_steps`."""
+def rollout(policy: Policy, engine: RolloutEngine, reference: Any, envs: Sequence[Any], config: PPOConfig,
+            tag: str, task_ids: Sequence[str | None], timing: dict[str, float] | None = None
+            ) -> tuple[list[Step], list[Episode]]:
+    """Play one episode in each env (env i on ``task_ids[i]`` when given), all stepped together: the
+    engine samples each round's steps, the trainer scores them (`score_steps`). `tag` keys the seeds
+    (the update, and the draw within it); `timing` accumulates seconds of sample, score and env."""
     policy.eval()
-    obs, infos = zip(*(env.reset(seed=problem_seed(config.seed, f"{update}:{i}"),
+    clock = timing if timing is not None else {}
+    obs, infos = zip(*(env.reset(seed=problem_seed(config.seed, f"{tag}:{i}"),
                                  options={"task_id": t} if t else None)
                        for i, (env, t) in enumerate(zip(envs, task_ids))))
     obs, infos = list(obs), list(infos)
@@ -216,14 +153,20 @@ def rollout(policy: Policy, reference: Any, envs: Sequence[Any], config: PPOConf
     rnd = 0
     while active:
         prompts = [obs[i]["prompt"] for i in active]
-        ids = sample_steps(policy, prompts, config, problem_seed(config.seed, f"{update}:round{rnd}"))
-        lp, ref, val = score_steps(policy, reference, prompts, ids, config.micro_batch)
+        t = time.perf_counter()
+        samples = sample_each(engine, prompts, problem_seed(config.seed, f"{tag}:round{rnd}"), config.max_step_tokens,
+                              config.temperature, config.top_p)
+        ids = [s.token_ids for s in samples]
+        t, clock["sample"] = time.perf_counter(), clock.get("sample", 0.0) + time.perf_counter() - t
+        lp, ref, val = score_steps(policy, reference, prompts, ids, config.micro_batch, kl=config.kl_coef > 0)
+        t, clock["score"] = time.perf_counter(), clock.get("score", 0.0) + time.perf_counter() - t
         still = []
         for k, i in enumerate(active):
             text = step_text(policy, ids[k])
             obs[i], reward, terminated, truncated, info = envs[i].step(text)
             done = terminated or truncated
-            steps.append(Step(i, prompts[k], ids[k], text, lp[k], ref[k], val[k], float(reward), done))
+            steps.append(Step(i, prompts[k], ids[k], text, lp[k], samples[k].logprobs, ref[k] if ref else None,
+                              val[k], float(reward), done))
             ep = episodes[i]
             ep.ret += float(reward)
             ep.steps += 1
@@ -233,8 +176,22 @@ def rollout(policy: Policy, reference: Any, envs: Sequence[Any], config: PPOConf
                 ep.eval_passed = bool(ev and ev.all_passed)
             else:
                 still.append(i)
+        clock["env"] = clock.get("env", 0.0) + time.perf_counter() - t
         active, rnd = still, rnd + 1
     return steps, episodes
+
+
+def informative(steps: list[Step], episodes: list[Episode], group_size: int) -> tuple[list[Step], list[Episode]]:
+    """Dynamic sampling (DAPO): the groups whose returns are not all equal (an all-equal group has zero
+    advantage everywhere: no gradient), episodes renumbered in order."""
+    keep = [g for g in range(0, len(episodes), group_size)
+            if len({e.ret for e in episodes[g:g + group_size]}) > 1]
+    new = {g + j: k * group_size + j for k, g in enumerate(keep) for j in range(group_size)}
+    eps = [episodes[i] for i in sorted(new)]
+    kept = [s for s in steps if s.episode in new]
+    for s in kept:
+        s.episode = new[s.episode]
+    return kept, eps
 
 
 # ---------------------------------------------------------------- advantages
@@ -265,9 +222,36 @@ def group_advantages(steps: list[Step], episodes: list[Episode], group_size: int
 
 
 # ---------------------------------------------------------------- update
+def tis_weights(trainer: torch.Tensor, engine: torch.Tensor, cap: float) -> torch.Tensor:
+    """Truncated importance sampling (Yao et al. 2025): ``min(pi_trainer / pi_engine, cap)`` from log-probs,
+    detached (a weight on the loss, not a path for gradients); ones when cap is 0 (no correction)."""
+    if cap <= 0:
+        return torch.ones_like(trainer)
+    return torch.exp(trainer - engine).clamp(max=cap).detach()
+
+
+def engine_stats(steps: Sequence[Step], config: PPOConfig) -> dict[str, float]:
+    """The engine-trainer mismatch of a rollout: the mean importance ratio pi_trainer / pi_engine and the
+    share of them truncated at ``tis_cap`` (per token or per step, as ``ratio``), and the per-token
+    KL(engine || trainer) (k3 estimator on the engine's samples)."""
+    d = torch.tensor([a - b for s in steps for a, b in zip(s.logprobs, s.engine_logprobs)], dtype=torch.float64)
+    if not len(d):
+        return {}
+    units = d if config.ratio == "token" else torch.tensor(
+        [sum(s.logprobs) - sum(s.engine_logprobs) for s in steps], dtype=torch.float64)
+    r = torch.exp(units)
+    cap = config.tis_cap
+    return {"tis_ratio": float(r.mean()), "tis_truncated": float((r > cap).double().mean()) if cap else 0.0,
+            "engine_kl": float((torch.exp(d) - d - 1).mean())}
+
+
 def update_policy(policy: Policy, optimizer: torch.optim.Optimizer, steps: list[Step], config: PPOConfig,
                   rng: random.Random) -> dict[str, float]:
-    """The PPO/GRPO update on `steps` (advantages set); returns the mean statistics of its minibatches."""
+    """The PPO/GRPO update on `steps` (advantages set); returns the mean statistics of its minibatches.
+
+    ``ratio="step"``: one ratio per step (its tokens' product), the loss a mean over the minibatch's
+    steps; ``"token"``: one per token, the loss a mean over the minibatch's tokens (DAPO). Each unit's
+    surrogate is weighted by `tis_weights` of the trainer's "old" log-prob against the engine's."""
     policy.train()
     if config.algo == "ppo" and len(steps) > 1:
         a = np.array([s.advantage for s in steps])
@@ -275,37 +259,53 @@ def update_policy(policy: Policy, optimizer: torch.optim.Optimizer, steps: list[
             s.advantage = float(v)
     stats: dict[str, list[float]] = {k: [] for k in ("policy_loss", "value_loss", "kl", "entropy", "clip_frac",
                                                      "approx_kl")}
+    lo, hi = config.clip_range
+    per_token = config.ratio == "token"
     order = list(range(len(steps)))
     for _ in range(config.update_epochs):
         rng.shuffle(order)
         for mb in range(0, len(order), config.minibatch_size):
             batch = [steps[i] for i in order[mb:mb + config.minibatch_size]]
+            units = sum(len(s.token_ids) for s in batch) if per_token else len(batch)
             optimizer.zero_grad()
             for mc in range(0, len(batch), config.micro_batch):
                 chunk = batch[mc:mc + config.micro_batch]
                 lps, values = policy.logprobs_and_values([s.prompt for s in chunk], [s.token_ids for s in chunk])
-                new = torch.stack([x.sum() for x in lps])
-                old = torch.tensor([s.logprob for s in chunk], device=new.device)
-                adv = torch.tensor([s.advantage for s in chunk], device=new.device)
+                dev = values.device
+
+                def per_unit(rows: Sequence[Sequence[float]]) -> torch.Tensor:
+                    if per_token:
+                        return torch.tensor([x for r in rows for x in r], device=dev)
+                    return torch.tensor([sum(r) for r in rows], device=dev)
+
+                new = torch.cat(lps) if per_token else torch.stack([x.sum() for x in lps])
+                old = per_unit([s.logprobs for s in chunk])
+                adv = torch.tensor([s.advantage for s in chunk for _ in range(len(s.token_ids) if per_token else 1)],
+                                   device=dev)
                 ratio = torch.exp(new - old)
-                pg = -torch.min(ratio * adv, ratio.clamp(1 - config.clip, 1 + config.clip) * adv).mean()
-                ref = torch.tensor([s.ref_logprob for s in chunk], device=new.device)
-                # k3 on the step's summed log-probs: >= 0, unbiased for KL(pi || ref) at the step level
-                kl = (torch.exp(ref - new) - (ref - new) - 1).mean()
+                w = tis_weights(old, per_unit([s.engine_logprobs for s in chunk]), config.tis_cap)
+                surrogate = -torch.min(ratio * adv, ratio.clamp(lo, hi) * adv) * w
+                loss = surrogate.sum() / units
+                kl = torch.full((), float("nan"))
+                if config.kl_coef > 0:
+                    ref = per_unit([s.ref_logprobs or [] for s in chunk])
+                    kl_units = torch.exp(ref - new) - (ref - new) - 1  # k3: >= 0, unbiased for KL(pi || ref)
+                    loss = loss + config.kl_coef * kl_units.sum() / units
+                    kl = kl_units.mean()
                 ent = -torch.stack([x.mean() for x in lps]).mean()
-                loss = pg + config.kl_coef * kl - config.ent_coef * ent
-                v_loss = torch.zeros((), device=new.device)
+                loss = loss - config.ent_coef * ent * len(chunk) / len(batch)
+                v_loss = torch.zeros((), device=dev)
                 if config.algo == "ppo":
-                    rets = torch.tensor([s.ret for s in chunk], device=new.device)
+                    rets = torch.tensor([s.ret for s in chunk], device=dev)
                     v_loss = 0.5 * ((values.float() - rets) ** 2).mean()
-                    loss = loss + config.vf_coef * v_loss
-                (loss * len(chunk) / len(batch)).backward()
+                    loss = loss + config.vf_coef * v_loss * len(chunk) / len(batch)
+                loss.backward()
                 with torch.no_grad():
-                    stats["policy_loss"].append(float(pg))
+                    stats["policy_loss"].append(float(surrogate.mean()))
                     stats["value_loss"].append(float(v_loss))
                     stats["kl"].append(float(kl))
                     stats["entropy"].append(float(ent))
-                    stats["clip_frac"].append(float(((ratio - 1).abs() > config.clip).float().mean()))
+                    stats["clip_frac"].append(float(((ratio < lo) | (ratio > hi)).float().mean()))
                     stats["approx_kl"].append(float(((ratio - 1) - torch.log(ratio)).mean()))
             torch.nn.utils.clip_grad_norm_([p for p in policy.parameters() if p.requires_grad], config.max_grad_norm)
             optimizer.step()
@@ -330,13 +330,13 @@ class PPOResult:
     final_dir: Path | None = None
 
 
-def _save(run: Path, policy: Policy, optimizer: Any, update: int, rng: random.Random,
-          history: list[dict]) -> None:
+def _save(run: Path, policy: Policy, optimizer: Any, update: int, rng: random.Random, history: list[dict],
+          cursor: int) -> None:
     tmp = run / ".checkpoint-tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     policy.save(tmp / "policy")
     torch.save({"optimizer": optimizer.state_dict(), "update": update, "rng": rng.getstate(),
-                "torch_rng": torch.get_rng_state()}, tmp / "state.pt")
+                "torch_rng": torch.get_rng_state(), "cursor": cursor}, tmp / "state.pt")
     (tmp / "history.json").write_text(json.dumps(history))
     old = run / "checkpoint"
     if old.exists():
@@ -348,24 +348,32 @@ def _save(run: Path, policy: Policy, optimizer: Any, update: int, rng: random.Ra
 
 def train(policy: Policy, make_env: Callable[[], Any], config: PPOConfig, run_dir: str | os.PathLike,
           task_ids: Sequence[str] | None = None, evaluate: Callable[[Policy], dict[str, float]] | None = None,
-          progress: bool = True) -> PPOResult:
+          progress: bool = True, engine: RolloutEngine | None = None) -> PPOResult:
     """Train `policy` for ``config.updates`` updates on envs from `make_env`, cycling over `task_ids`
-    (None: each env's own problem choice). Resumes from ``RUN/checkpoint`` (the policy there replaces
+    (None: each env's own problem choice), rollouts sampled by `engine` (None: ``make_engine(config.engine)``,
+    closed at the end; its name is pinned in ``RUN/config.json``: another engine's samples differ, so a
+    resume on another engine is refused). Resumes from ``RUN/checkpoint`` (the policy there replaces
     `policy`'s weights). `evaluate(policy) -> scalars` runs every ``eval_every`` updates (e.g. held-out
     Pass@1). Returns the history and writes ``RUN/final`` and ``RUN/history.json``."""
     from torch.utils.tensorboard import SummaryWriter
     from tqdm import tqdm
 
+    from o1code.agents.rollout import resolve_engine
     from o1code.runs import pin_config, write_atomic
 
     run = Path(run_dir)
-    pin_config(run, asdict(config), ignore=("updates", "save_every", "eval_every"))  # more updates: resume, go on
+    name = engine.name if engine is not None else resolve_engine(config.engine, policy)
+    pin_config(run, {**asdict(config), "engine": name}, ignore=("updates", "save_every", "eval_every"))
     torch.manual_seed(config.seed)
     rng = random.Random(config.seed)
     params = [p for p in policy.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=config.learning_rate)
     start, history = 0, []
-    reference = make_reference(policy)  # before a resume loads trained weights: the starting policy
+    # before a resume loads trained weights: the starting policy
+    reference = make_reference(policy) if config.kl_coef > 0 else None
+    per = config.group_size if config.algo == "grpo" else 1
+    n = config.episodes_per_update // per
+    cursor = 0  # task groups drawn so far (dynamic sampling draws more than n per update)
     if (run / "checkpoint" / "state.pt").is_file():
         saved = Policy.load(run / "checkpoint" / "policy", device=str(policy.device_))
         policy.load_state_dict(saved.state_dict())
@@ -374,7 +382,12 @@ def train(policy: Policy, make_env: Callable[[], Any], config: PPOConfig, run_di
         rng.setstate(state["rng"])
         torch.set_rng_state(state["torch_rng"])
         start, history = state["update"], json.loads((run / "checkpoint" / "history.json").read_text())
+        cursor = state.get("cursor", start * n)
         log.info("resuming %s after update %d", run, start)
+    own_engine = engine is None
+    engine = engine or make_engine(name, policy, workdir=run / "engine")
+    if not own_engine:
+        engine.sync(policy)
     envs = [make_env() for _ in range(config.episodes_per_update)]
     writer = SummaryWriter(str(run / "tb"))
     try:
@@ -382,27 +395,42 @@ def train(policy: Policy, make_env: Callable[[], Any], config: PPOConfig, run_di
                    desc=config.algo)
         for update in bar:
             t0 = time.perf_counter()
-            if task_ids:
-                per = config.group_size if config.algo == "grpo" else 1
-                n = config.episodes_per_update // per
-                chosen = [task_ids[(update * n + j) % len(task_ids)] for j in range(n)]
-                tasks: list[str | None] = [t for t in chosen for _ in range(per)]
-            else:
-                tasks = [None] * config.episodes_per_update
-            steps, episodes = rollout(policy, reference, envs, config, update, tasks)
+            clock: dict[str, float] = {}
+            steps, episodes, sampled = [], [], []
+            dynamic = config.dynamic_sampling and config.algo == "grpo"
+            for draw in range(4 if dynamic else 1):  # dynamic sampling: up to three refills
+                chosen = [task_ids[(cursor + j) % len(task_ids)] if task_ids else None for j in range(n)]
+                cursor += n
+                s, e = rollout(policy, engine, reference, envs, config, f"{update}+{draw}" if draw else str(update),
+                               [t for t in chosen for _ in range(per)], clock)
+                sampled += e
+                if dynamic:
+                    s, e = informative(s, e, config.group_size)
+                for x in s:
+                    x.episode += len(episodes)
+                steps, episodes = steps + s, episodes + e
+                if len(episodes) >= config.episodes_per_update:
+                    break
+            episodes = episodes[:config.episodes_per_update]
+            steps = [x for x in steps if x.episode < len(episodes)]
             if config.algo == "grpo":
                 group_advantages(steps, episodes, config.group_size)
             else:
                 gae(steps, config.gamma, config.gae_lambda)
             ev = explained_variance(steps) if config.algo == "ppo" else float("nan")
+            t = time.perf_counter()
             stats = update_policy(policy, optimizer, steps, config, rng)
+            t, clock["train"] = time.perf_counter(), time.perf_counter() - t
+            engine.sync(policy)  # the next rollout samples the updated weights
+            clock["sync"] = time.perf_counter() - t
             seconds = time.perf_counter() - t0
-            row = {"update": update + 1, "reward": float(np.mean([e.ret for e in episodes])),
-                   "reward_test_pass": float(np.mean([e.reward_passed for e in episodes])),
-                   "hidden_test_pass": float(np.mean([e.eval_passed for e in episodes])),
-                   "steps_per_episode": float(np.mean([e.steps for e in episodes])),
-                   "explained_variance": ev, "seconds_per_update": seconds,
-                   "tokens_per_s": sum(len(s.token_ids) for s in steps) / seconds, **stats}
+            row = {"update": update + 1, "reward": float(np.mean([e.ret for e in sampled])),
+                   "reward_test_pass": float(np.mean([e.reward_passed for e in sampled])),
+                   "hidden_test_pass": float(np.mean([e.eval_passed for e in sampled])),
+                   "steps_per_episode": float(np.mean([e.steps for e in sampled])), "episodes": len(sampled),
+                   "trained_episodes": len(episodes), "explained_variance": ev, "seconds_per_update": seconds,
+                   "tokens_per_s": sum(len(s.token_ids) for s in steps) / seconds, **stats,
+                   **engine_stats(steps, config), **{f"seconds/{k}": v for k, v in clock.items()}}
             if evaluate and config.eval_every and (update + 1) % config.eval_every == 0:
                 row.update({f"eval/{k}": v for k, v in evaluate(policy).items()})
             history.append(row)
@@ -412,15 +440,18 @@ def train(policy: Policy, make_env: Callable[[], Any], config: PPOConfig, run_di
             writer.flush()
             bar.set_postfix(reward=f"{row['reward']:.3f}", kl=f"{row['kl']:.4f}")
             if (update + 1) % config.save_every == 0 or update + 1 == config.updates:
-                _save(run, policy, optimizer, update + 1, rng, history)
+                _save(run, policy, optimizer, update + 1, rng, history, cursor)
     finally:
         writer.close()
         for env in envs:
             env.close()
+        if own_engine:
+            engine.close()
     final = policy.save(run / "final")
     write_atomic(run / "history.json", json.dumps(history, indent=2))
     return PPOResult(history=history, final_dir=final)
 
 
-__all__ = ["ALGOS", "Episode", "PPOConfig", "PPOResult", "Step", "explained_variance", "gae", "group_advantages",
-           "make_reference", "reference_logprobs", "rollout", "sample_steps", "score_steps", "train", "update_policy"]
+__all__ = ["ALGOS", "Episode", "PPOConfig", "PPOResult", "Step", "engine_stats", "explained_variance", "gae",
+           "group_advantages", "informative", "make_reference", "reference_logprobs", "rollout", "score_steps",
+           "tis_weights", "train", "update_policy"]

@@ -106,7 +106,9 @@ def add_config_flags(parser: argparse.ArgumentParser, cls: type, *, exclude: Ite
     of field names in `exclusive` becomes a mutually exclusive group. Every flag defaults to None
     (not given): read the given ones with `given_flags` or build the config with `config_from_args`."""
     hints = typing.get_type_hints(cls)
-    documented = docstring_attributes(cls)
+    documented: dict[str, str] = {}
+    for base in reversed(cls.__mro__):  # a subclass's entries override its bases' (inherited fields keep theirs)
+        documented.update(docstring_attributes(base))
     skip = set(exclude)
     groups: dict[str, Any] = {}
     for names in exclusive:

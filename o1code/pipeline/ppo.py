@@ -44,6 +44,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from o1code.data import Problem, load_dataset
+from o1code.agents.ppo_config import PPOConfig
 from o1code.data.formats import MODES, SHOW_TESTS
 from o1code.pipeline.compare import paired_line
 from o1code.pipeline.errors import PipelineError
@@ -56,41 +57,19 @@ from o1code.runs import config_changes, read_jsonl, write_atomic
 log = logging.getLogger(__name__)
 
 REWARD_FORMS = ("binary", "pass_fraction")
-#: The fields of `o1code.agents.ppo.PPOConfig`, which `PPORunConfig` declares first.
-PPO_FIELDS = ("algo", "updates", "episodes_per_update", "group_size", "max_step_tokens", "temperature", "top_p",
-              "gamma", "gae_lambda", "clip", "vf_coef", "ent_coef", "kl_coef", "learning_rate", "update_epochs",
-              "minibatch_size", "micro_batch", "max_grad_norm", "seed", "save_every", "eval_every")
+#: The fields of `PPOConfig`, which `PPORunConfig` extends (`train` pins them in ``RUN/config.json``).
+PPO_FIELDS = tuple(f.name for f in dataclasses.fields(PPOConfig))
 #: PPORunConfig fields a resumed run may change (the PPO fields `train` lets change are its own business).
 RUN_UNPINNED = ("run_dir", "device")
 
 
 @dataclass
-class PPORunConfig:
-    """Every setting of ``o1code ppo``: every field of `o1code.agents.ppo.PPOConfig` (the same names and
-    meanings, forwarded by `ppo_config`, which also checks them; declared here again so that building the
-    command line does not import torch: tests/test_ppo_cli.py keeps the two in step), then the run's.
+class PPORunConfig(PPOConfig):
+    """Every setting of ``o1code ppo``: the fields of `o1code.agents.ppo_config.PPOConfig` (a torch-free
+    module, so that building the command line imports no torch; documented there), then the run's.
 
     Attributes:
-        algo: ppo (GAE with the value head) or grpo (group-relative advantages over group_size episodes of a problem).
-        updates: Policy updates in the run (a rerun with more goes on from the last checkpoint).
-        episodes_per_update: Episodes collected per update (grpo: a multiple of group_size).
-        group_size: grpo: episodes per problem in one update.
-        max_step_tokens: Token limit of one step in rollouts.
-        temperature: Rollout sampling temperature (1.0: the policy's own distribution, as the ratio assumes).
-        top_p: Rollout nucleus sampling (1.0: off, as the ratio assumes).
-        kl_coef: Weight of the KL to the reference policy (the starting policy).
-        gamma: Discount over steps.
-        gae_lambda: GAE's lambda.
-        clip: PPO's clipping epsilon.
-        vf_coef: Weight of the value loss.
-        ent_coef: Weight of the entropy bonus.
         learning_rate: AdamW step size (LoRA takes larger steps than full fine-tuning: 5e-5 here, 1e-5 in PPOConfig).
-        update_epochs: Passes over the rollout's steps.
-        minibatch_size: Steps per optimizer step.
-        micro_batch: Steps per forward pass.
-        max_grad_norm: Gradient clipping.
-        seed: The seed of every random choice.
-        save_every: Checkpoint every this many updates.
         eval_every: Held-out evaluation every this many updates (0: none; with eval_limit > 0 also before training).
         model: The starting policy: a model spec (default, hf:ID_OR_PATH ...), the RUN/final of `o1code sft`,
             or a saved Policy directory.
@@ -119,27 +98,8 @@ class PPORunConfig:
             last is rewarded with its value (the paper's process reward); None: outcome reward only.
     """
 
-    # -- PPOConfig's fields (o1code.agents.ppo), forwarded by ppo_config()
-    algo: str = "ppo"
-    updates: int = 20
-    episodes_per_update: int = 8
-    group_size: int = 4
-    max_step_tokens: int = 128
-    temperature: float = 1.0
-    top_p: float = 1.0
-    gamma: float = 1.0
-    gae_lambda: float = 0.95
-    clip: float = 0.2
-    vf_coef: float = 0.5
-    ent_coef: float = 0.0
-    kl_coef: float = 0.05
+    # -- PPOConfig's fields whose default differs here
     learning_rate: float = 5e-5
-    update_epochs: int = 2
-    minibatch_size: int = 8
-    micro_batch: int = 4
-    max_grad_norm: float = 1.0
-    seed: int = 0
-    save_every: int = 5
     eval_every: int = 5
     # -- the run's
     model: str = "default"
@@ -170,6 +130,7 @@ class PPORunConfig:
     prm: str | None = None
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if self.mode not in MODES:
             raise PipelineError(f"unknown mode {self.mode!r}; choose one of {', '.join(MODES)}")
         if self.show_tests not in SHOW_TESTS:
@@ -188,9 +149,7 @@ class PPORunConfig:
             self.max_steps = 1
 
     def ppo_config(self) -> Any:
-        """The `o1code.agents.ppo.PPOConfig` of these settings (which checks them: `AgentError`)."""
-        from o1code.agents.ppo import PPOConfig
-
+        """The `PPOConfig` part of these settings."""
         return PPOConfig(**{f.name: getattr(self, f.name) for f in dataclasses.fields(PPOConfig)})
 
     def run_settings(self) -> dict[str, Any]:
