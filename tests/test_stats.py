@@ -231,3 +231,14 @@ def test_ppo_report_carries_cis_and_the_paired_before_after_line(tmp_path):
     line = next(x for x in text.splitlines() if x.startswith("- update 6 vs update 0 (paired, n=90): +"))
     assert "CI includes 0" not in line and "McNemar p = " in line
     assert plot_curves(history, evals, tmp_path / "curves.png").stat().st_size > 1000
+
+
+@pytest.mark.parametrize("name", ["ppo-cpu.toml", "ppo-gpu.toml", "selfplay-cpu.toml", "selfplay-gpu.toml"])
+def test_shipped_experiments_judge_on_all_90_validation_problems(name):
+    from pathlib import Path
+
+    from o1code.cli.config import read_toml
+    from o1code.data import load_dataset
+
+    data = read_toml(Path(__file__).parents[1] / "experiments" / name)
+    assert data["eval_split"] == "validation" and data["eval_limit"] >= len(load_dataset("mbpp", "validation")) == 90
