@@ -92,6 +92,46 @@ def _to_gguf_rows(weight: Any, heads: int) -> Any:
     return weight.reshape(heads, 2, dim, *weight.shape[1:]).swapaxes(1, 2).reshape(weight.shape)
 
 
+@dataclass(frozen=True)
+class GGUFLayout:
+    """How a GGUF names and lays out the tensors of the transformers model it loads as: its
+    architecture, gguf's HF-to-GGUF tensor-name map, each tensor's numpy shape (``(out, in)`` for a
+    matrix, as transformers holds it) and, for llama, the head counts whose q/k rows are permuted."""
+
+    arch: str
+    names: Any  # gguf.TensorNameMap
+    shapes: Mapping[str, tuple[int, ...]]
+    heads: Mapping[str, int]
+
+    def gguf_name(self, hf_name: str) -> str | None:
+        """The GGUF tensor name of transformers parameter `hf_name` (``model.layers.0.self_attn.q_proj.weight``
+        -> ``blk.0.attn_q.weight``), or None when the map has none."""
+        return self.names.get_name(hf_name, try_suffixes=(".weight", ".bias"))
+
+    def to_gguf_rows(self, name: str, rows: Any) -> Any:
+        """`rows` (a tensor whose rows are the output rows of GGUF tensor `name`) in the GGUF's row order:
+        llama's q/k rows permuted as llama.cpp stores them, every other tensor unchanged."""
+        role = name.split(".")[-2]
+        return _to_gguf_rows(rows, self.heads[role]) if role in self.heads else rows
+
+
+def gguf_layout(reader: Any, source: str | os.PathLike = "GGUF") -> GGUFLayout:
+    """The `GGUFLayout` of a GGUF read by `read_gguf`; `source` names it in errors. Raises `ExportError`
+    for an architecture outside `SUPPORTED_ARCHITECTURES`."""
+    import gguf
+
+    arch = _field(reader, "general.architecture")
+    if arch not in SUPPORTED_ARCHITECTURES:
+        raise ExportError(f"{source}: architecture {arch!r} cannot be exported (supported: "
+                          f"{', '.join(SUPPORTED_ARCHITECTURES)})")
+    arch_id = next(k for k, v in gguf.MODEL_ARCH_NAMES.items() if v == arch)
+    names = gguf.get_tensor_name_map(arch_id, int(_field(reader, f"{arch}.block_count")))
+    shapes = {t.name: tuple(int(d) for d in reversed(t.shape)) for t in reader.tensors}
+    heads = {"attn_q": int(_field(reader, f"{arch}.attention.head_count")),
+             "attn_k": int(_field(reader, f"{arch}.attention.head_count_kv"))} if arch == "llama" else {}
+    return GGUFLayout(arch, names, shapes, heads)
+
+
 def export_gguf(weights: Mapping[str, Any], base: str | os.PathLike, dest: str | os.PathLike) -> ExportResult:
     """Write `dest`: the GGUF file `base` with every tensor of `weights` (a transformers state dict of
     torch tensors, e.g. `Policy.generation_state_dict`) that differs from it. Tensors of `base` without
@@ -105,19 +145,13 @@ def export_gguf(weights: Mapping[str, Any], base: str | os.PathLike, dest: str |
     from gguf.quants import dequantize, quantize
 
     reader = read_gguf(base)
-    arch = _field(reader, "general.architecture")
-    if arch not in SUPPORTED_ARCHITECTURES:
-        raise ExportError(f"{base}: architecture {arch!r} cannot be exported (supported: "
-                          f"{', '.join(SUPPORTED_ARCHITECTURES)})")
-    arch_id = next(k for k, v in gguf.MODEL_ARCH_NAMES.items() if v == arch)
-    names = gguf.get_tensor_name_map(arch_id, int(_field(reader, f"{arch}.block_count")))
+    layout = gguf_layout(reader, base)
+    arch = layout.arch
     tensors = {t.name: t for t in reader.tensors}
-    heads = {"attn_q": _field(reader, f"{arch}.attention.head_count"),
-             "attn_k": _field(reader, f"{arch}.attention.head_count_kv")} if arch == "llama" else {}
 
     replacements: dict[str, Any] = {}
     for hf_name, value in weights.items():
-        name = names.get_name(hf_name, try_suffixes=(".weight", ".bias"))
+        name = layout.gguf_name(hf_name)
         if name not in tensors:
             embed = weights.get("model.embed_tokens.weight")
             if hf_name == "lm_head.weight" and embed is not None and torch.equal(value, embed):
@@ -126,9 +160,8 @@ def export_gguf(weights: Mapping[str, Any], base: str | os.PathLike, dest: str |
         t = tensors[name]
         old = dequantize(t.data, t.tensor_type)
         new = value.detach().cpu()
-        role = name.split(".")[-2]
-        if role in heads and new.ndim == 2:
-            new = _to_gguf_rows(new, int(heads[role]))
+        if new.ndim == 2:
+            new = layout.to_gguf_rows(name, new)
         if tuple(old.shape) != tuple(new.shape):
             raise ExportError(f"{hf_name}: shape {tuple(new.shape)} differs from {name}'s {tuple(old.shape)} in {base}")
         if torch.equal(new.to(torch.bfloat16), torch.from_numpy(np.array(old, dtype=np.float32)).to(torch.bfloat16)):
@@ -196,4 +229,5 @@ def export_policy(directory: str | os.PathLike, base: str, dest: str | os.PathLi
     return export_gguf(weights, path, dest)
 
 
-__all__ = ["ExportResult", "SUPPORTED_ARCHITECTURES", "base_gguf", "export_gguf", "export_policy"]
+__all__ = ["ExportResult", "GGUFLayout", "SUPPORTED_ARCHITECTURES", "base_gguf", "export_gguf", "export_policy",
+           "gguf_layout", "read_gguf"]

@@ -1,13 +1,16 @@
 """``llamacpp`` backend: llama-cpp-python (optional extra ``llamacpp``), fast CPU inference of GGUF files.
 
-The n completions of a prompt are decoded together: the prompt is evaluated once, its KV cells are
-shared by n sequences (llama.cpp's multi-sequence batch), and each step is one ``llama_decode`` of
-one token per unfinished sequence. On a CPU a decode step reads every weight once whatever the
-batch size, so n sequences cost little more than one. Completion ``j`` has its own sampler seeded
-with ``seed + j``; its tokens depend on the whole call (prompt, params, n), because the batch a
-token is computed in changes its floating-point rounding. ``batch_samples=False`` decodes the
-sequences one after another instead. Note llama.cpp applies top-k/top-p before temperature
-(transformers applies temperature first).
+Every sequence of a call is decoded together: each prompt is evaluated once into a sequence of
+llama.cpp's multi-sequence batch, its KV cells are shared by its n samples, and each step is one
+``llama_decode`` of one token per unfinished sequence of every prompt. On a CPU a decode step reads
+every weight once whatever the batch size, so many sequences cost little more than one. Completion
+``j`` of a prompt has its own sampler seeded with ``seed + j``; its tokens depend on the whole call
+(prompts, params), because the batch a token is computed in changes its floating-point rounding,
+but its first token (sampled from the prompt's canonical logits, below) does not. Calls larger than
+``max_seqs`` sequences or ``n_ctx`` cells run as several batches, in order. ``batch_samples=False``
+decodes the sequences one after another instead. `set_adapter` hot-swaps a LoRA adapter (see
+`o1code.models.lora_gguf`) and empties the caches. Note llama.cpp applies top-k/top-p before
+temperature (transformers applies temperature first).
 
 Reproducibility with a KV cache kept between calls: llama.cpp's CPU results depend on how tokens
 are batched (llamafile's tinyBLAS matmul only serves batches of 2+ tokens; flash attention has
@@ -17,8 +20,9 @@ alone changed the logits by up to ~0.9 for about one prompt length in four). Let
 llama-cpp-python reuse "the longest common prefix" therefore made a seed's samples depend on what
 the cache held. Here prompts are evaluated in fixed chunks of ``cache_chunk`` tokens aligned to
 absolute positions (``[0, C)``, ``[C, 2C)``, ...), and only whole chunks so computed are ever reused,
-or all of the last prompt (with its saved last-token logits) when the same prompt comes again:
-every KV entry and logit is then computed by the same operations whatever came before. Tokens are
+or all of the last prompt (with its saved last-token logits) when the same prompt comes again
+(prompts of one call share their common whole chunks the same way): every KV entry and logit is
+then computed by the same operations whatever came before. Tokens are
 sampled by llama.cpp's sampler chain from those logits.
 """
 
@@ -28,6 +32,7 @@ import contextlib
 import ctypes
 import dataclasses
 import logging
+import math
 import os
 import threading
 import weakref
@@ -57,9 +62,10 @@ class LlamaCppConfig:
     ``cache_chunk`` and hardware). ``cache_chunk``: prompts are evaluated in batches of this many
     tokens aligned to multiples of it (at most ``n_batch``); a call re-evaluates at least the prompt's
     last 1..cache_chunk tokens, none when its prompt is the previous call's. ``max_seqs``: the most
-    sequences decoded in one batch (llama.cpp's ``n_seq_max``); more samples go in several groups, and
-    so do samples that would not fit ``n_ctx`` together (prompt + each sequence's ``max_tokens``).
-    ``batch_samples``: decode the n samples of a prompt together (False: one after another)."""
+    sequences decoded in one batch (llama.cpp's ``n_seq_max``, at most ``n_batch``); a call's other
+    sequences go in further batches, and so do sequences that would not fit ``n_ctx`` together
+    (each distinct prompt once + each sequence's ``max_tokens``). ``batch_samples``: decode the
+    sequences of a call together (False: one after another)."""
 
     path: str = ""
     n_ctx: int = 4096
@@ -122,11 +128,27 @@ def _default_params(llama_cpp: Any, use_extra_bufts: bool, n_seq_max: int) -> It
             llama_cpp.llama_context_default_params = orig_ctx
 
 
+class _Handles:
+    """What `LlamaCppGenerator` frees on close, in order: its LoRA adapter (llama.cpp would free it with
+    the model, so it must go first), then the model and context."""
+
+    def __init__(self, lib: Any, llm: Any) -> None:
+        self.lib, self.llm, self.adapter = lib, llm, None
+
+    def close(self) -> None:
+        if self.adapter is not None and self.llm.ctx is not None:
+            self.lib.llama_set_adapters_lora(self.llm.ctx, None, 0, None)
+            self.lib.llama_adapter_lora_free(self.adapter)
+        self.adapter = None
+        self.llm.close()
+
+
 class LlamaCppGenerator:
     """Generator over llama-cpp-python. Completions carry token ids and per-token model log-probs
     (log-softmax of the raw logits of the sampling step). With a seed, a call's completions depend
-    only on the prompt, the params and the setup (model, threads, ``cache_chunk``, hardware), not on
-    earlier calls or on what the KV cache holds (see the module docstring)."""
+    only on its prompts, the params, the adapter and the setup (model, threads, ``cache_chunk``,
+    ``max_seqs``, ``n_ctx``, hardware), not on earlier calls or on what the KV cache holds (see the
+    module docstring). `set_adapter` hot-swaps a LoRA adapter."""
 
     def __init__(self, config: LlamaCppConfig) -> None:
         llama_cpp = import_llama_cpp()
@@ -136,7 +158,7 @@ class LlamaCppGenerator:
         if not (isinstance(config.cache_chunk, int) and 1 <= config.cache_chunk <= config.n_batch):
             raise InvalidParamsError(f"cache_chunk must be an int in [1, n_batch={config.n_batch}], "
                                      f"got {config.cache_chunk!r}")
-        max_seqs = llama_cpp.llama_cpp.llama_max_parallel_sequences()
+        max_seqs = min(llama_cpp.llama_cpp.llama_max_parallel_sequences(), config.n_batch)
         if not (isinstance(config.max_seqs, int) and 1 <= config.max_seqs <= max_seqs):
             raise InvalidParamsError(f"max_seqs must be an int in [1, {max_seqs}], got {config.max_seqs!r}")
         self.config = config
@@ -149,21 +171,65 @@ class LlamaCppGenerator:
                                            n_threads=threads, n_threads_batch=threads, verbose=config.verbose)
         except ValueError as e:  # llama-cpp-python's "Failed to load model from file"
             raise ModelError(f"llama.cpp cannot load {path} (not a valid GGUF?): {e}") from e
-        self._close = weakref.finalize(self, self.llm.close)  # free before interpreter teardown
         self._lib = llama_cpp.llama_cpp
+        self._handles = _Handles(self._lib, self.llm)
+        self._close = weakref.finalize(self, self._handles.close)  # free before interpreter teardown
         self._vocab = self._lib.llama_model_get_vocab(self.llm.model)
+        self._mem = self._lib.llama_get_memory(self.llm.ctx)
         self.chat_template = self.llm.metadata.get("tokenizer.chat_template")
-        # Prefix-cache state. KV positions [0, _canon) hold whole prompt chunks evaluated canonically
-        # (one llama_decode each, aligned to multiples of cache_chunk); llm.input_ids[:_canon] are their
-        # tokens. _last: (tokens, last-token logits) of the last prompt evaluated, whose KV is still
-        # intact, so that the same prompt again (the n samples of one prompt) needs no evaluation.
-        self._canon = 0
-        self._last: tuple[Any, Any] | None = None
+        self.adapter: Path | None = None  # the LoRA adapter file set on the context, if any
+        self._reset_cache()
         self.n_prompt_tokens_evaluated = 0  # running count, to check/measure prefix reuse
 
     def close(self) -> None:
-        """Free the llama.cpp model and context now (also done on garbage collection / exit)."""
+        """Free the LoRA adapter, the llama.cpp model and context now (also done on garbage collection / exit)."""
         self._close()
+
+    def set_adapter(self, path: str | os.PathLike | None, scale: float = 1.0) -> None:
+        """Sample from the base model plus the LoRA adapter GGUF at `path` (``write_lora_gguf``'s file,
+        written for this generator's base GGUF) scaled by `scale`; None removes the adapter. The
+        previous adapter is freed, and the KV / prefix cache is emptied: no entry computed under one
+        adapter is reused under another (each call's prompts are re-evaluated once). Raises
+        `ModelFileError` for a missing file and `ModelError` when llama.cpp refuses it (not a LoRA
+        adapter, or one for another architecture or tensor shapes)."""
+        lib, ctx = self._lib, self.llm.ctx
+        if not (isinstance(scale, (int, float)) and math.isfinite(scale)):
+            raise InvalidParamsError(f"scale must be a finite number, got {scale!r}")
+        new, file = None, None
+        if path is not None:
+            file = Path(path).expanduser()
+            if not file.is_file():
+                raise ModelFileError(f"LoRA adapter file not found: {file}")
+            new = lib.llama_adapter_lora_init(self.llm.model, str(file).encode())
+            if not new:
+                raise ModelError(f"llama.cpp cannot load the LoRA adapter {file} (not an adapter GGUF for "
+                                 f"{Path(self.config.path).name}? run with verbose=True for its reason)")
+            rc = lib.llama_set_adapters_lora(ctx, (lib.llama_adapter_lora_p_ctypes * 1)(new), 1,
+                                             (ctypes.c_float * 1)(scale))
+        else:
+            rc = lib.llama_set_adapters_lora(ctx, None, 0, None)
+        if rc != 0:
+            if new:
+                lib.llama_adapter_lora_free(new)
+            raise ModelError(f"llama.cpp could not set the LoRA adapter {file} ({rc})")
+        # the new one is set before the old is freed: llama.cpp keeps a set adapter list unchanged
+        # when it compares equal, which a freed adapter's address reused by the new one could fake
+        if self._handles.adapter is not None:
+            lib.llama_adapter_lora_free(self._handles.adapter)
+        self._handles.adapter, self.adapter = new, file
+        self._reset_cache()
+
+    def _reset_cache(self) -> None:
+        """Empty the KV cache and forget the prefix cache."""
+        import numpy as np
+
+        self._lib.llama_memory_clear(self._mem, True)
+        # Prefix-cache state: sequence 0 of the KV cache holds the tokens _cached (the last prompt
+        # evaluated) at positions [0, len(_cached)); [0, _canon) are whole canonical chunks. _last: its
+        # last-token logits, so that the same prompt again needs no evaluation.
+        self._cached = np.zeros(0, dtype=np.intc)
+        self._canon = 0
+        self._last: Any = None
 
     def format_prompt(self, prompt: str) -> str:
         """The exact text fed to the model for ``prompt`` (chat template applied when enabled)."""
@@ -172,46 +238,117 @@ class LlamaCppGenerator:
         return prompt
 
     def generate(self, prompts: Sequence[str], params: SamplingParams) -> list[list[Completion]]:
-        """Return, for each prompt in order, ``params.n`` Completions (see :class:`Completion`)."""
-        if isinstance(prompts, str):
-            prompts = [prompts]
-        out = []
-        for p in prompts:
-            if params.greedy:  # all n completions are identical: sample once, copy
-                (c,) = self._sample(p, params, [0])
-                out.append([dataclasses.replace(c, token_ids=list(c.token_ids), logprobs=list(c.logprobs or []))
-                            for _ in range(params.n)])
-            else:
-                out.append(self._sample(p, params, [params.seed_for(j) for j in range(params.n)]))
-        return out
-
-    def _eval_prompt(self, toks: list[int]) -> Any:
-        """Bring the KV cache to exactly ``toks``; return the logits after its last token. Every
-        position is computed in its canonical chunk; whole canonical chunks of the common prefix with
-        the cache are reused, and so is all of a prompt identical to the last one."""
+        """Return, for each prompt in order, ``params.n`` Completions (see :class:`Completion`). Every
+        sequence of every prompt is decoded together, one ``llama_decode`` per step, in as few groups
+        as ``max_seqs`` and ``n_ctx`` allow (each sequence reserves its prompt and ``max_tokens``).
+        Completion ``j`` of each prompt is sampled with seed ``seed + j``; greedy decodes each prompt
+        once and copies it ``n`` times."""
         import numpy as np
 
-        llm, lib, c, n = self.llm, self._lib, self.config.cache_chunk, len(toks)
-        arr = np.asarray(toks, dtype=llm.input_ids.dtype)
-        if self.config.prefix_cache and self._last is not None and np.array_equal(self._last[0], arr):
-            llm.n_tokens = n  # the next llm.eval drops the KV of the last call's generated tokens
-            return self._last[1]
-        keep = 0
+        if isinstance(prompts, str):
+            prompts = [prompts]
+        toks = [self.llm.tokenize(self.format_prompt(p).encode("utf-8"), add_bos=True, special=True)
+                for p in prompts]
+        for t in toks:
+            if self.config.n_ctx - len(t) < 1:
+                raise InvalidParamsError(f"prompt has {len(t)} tokens, no room left in n_ctx={self.config.n_ctx}")
+        jobs = [(i, 0 if params.greedy else params.seed_for(j))
+                for i in range(len(prompts)) for j in range(1 if params.greedy else params.n)]
+        done: list[Completion] = []
+        for group in self._groups(jobs, toks, params.max_tokens):
+            done += self._run_group(group, [np.asarray(t, dtype=np.intc) for t in toks], params)
+        if params.greedy:
+            return [[dataclasses.replace(c, token_ids=list(c.token_ids), logprobs=list(c.logprobs or []))
+                     for _ in range(params.n)] for c in done]
+        return [done[i * params.n:(i + 1) * params.n] for i in range(len(prompts))]
+
+    def _groups(self, jobs: list[tuple[int, int]], toks: list[list[int]], max_tokens: int) -> list[list]:
+        """Split `jobs` (prompt index, seed) in order into groups decoded together: at most ``max_seqs``
+        sequences (1 without ``batch_samples``) whose prompts plus token budgets fit ``n_ctx`` cells."""
+        cap, n_ctx = (self.config.max_seqs if self.config.batch_samples else 1), self.config.n_ctx
+        groups: list[list] = []
+        cells = 0
+        for i, seed in jobs:
+            need = min(max_tokens, n_ctx - len(toks[i])) + len(toks[i])
+            if groups and len(groups[-1]) < cap:
+                shared = need - len(toks[i]) if any(k == i for k, _ in groups[-1]) else need
+                if cells + shared <= n_ctx:
+                    groups[-1].append((i, seed))
+                    cells += shared
+                    continue
+            groups.append([(i, seed)])
+            cells = need
+        return groups
+
+    def _run_group(self, group: list[tuple[int, int]], toks: list[Any], params: SamplingParams) -> list[Completion]:
+        """Decode one sequence per job of `group`; sequence s is job s. Each prompt is evaluated into the
+        sequence of its first job and shared (cells, not copies) with its other jobs. Leaves the KV cache
+        holding only the group's last prompt, as sequence 0."""
+        lib, mem = self._lib, self._mem
+        first: dict[int, int] = {}  # prompt index -> the sequence that evaluated it
+        logits: dict[int, Any] = {}
+        try:
+            for s, (i, _) in enumerate(group):
+                if i in first:
+                    lib.llama_memory_seq_cp(mem, first[i], s, 0, len(toks[i]))
+                else:
+                    logits[i] = self._eval_prompt(toks[i], s, [(first[k], toks[k]) for k in first])
+                    first[i] = s
+            out = self._decode(group, toks, logits, params)
+        except BaseException:
+            self._reset_cache()
+            raise
+        last = group[-1][0]
+        if first[last] != 0:
+            lib.llama_memory_seq_rm(mem, 0, -1, -1)
+            lib.llama_memory_seq_cp(mem, first[last], 0, 0, len(toks[last]))
+        for s in range(1, len(group)):
+            lib.llama_memory_seq_rm(mem, s, -1, -1)
+        lib.llama_memory_seq_rm(mem, 0, len(toks[last]), -1)
+        c = self.config.cache_chunk
+        self._cached, self._canon = toks[last], len(toks[last]) // c * c
+        self._last = logits[last] if self.config.prefix_cache else None
+        return out
+
+    def _eval_prompt(self, arr: Any, seq: int, sources: list[tuple[int, Any]]) -> Any:
+        """Bring sequence `seq` to exactly the prompt `arr`; return the logits after its last token.
+        Every position is computed in its canonical chunk. Sequence 0 reuses the whole canonical
+        chunks it shares with the prompt it holds (all of it, with its saved logits, when it is the
+        same prompt); another sequence shares the cells of the longest canonical prefix of one of
+        `sources` (sequence, prompt) of this group. Without ``prefix_cache`` nothing is reused."""
+        import numpy as np
+
+        lib, c, n = self._lib, self.config.cache_chunk, len(arr)
+        cands = [(0, self._cached)] if seq == 0 else sources
+        if seq == 0 and self._last is not None and np.array_equal(self._cached, arr):
+            return self._last
+        keep, src = 0, None
         if self.config.prefix_cache:
-            m = min(self._canon, n - 1)  # re-evaluate >= 1 token: its logits start the sampling
-            diff = np.flatnonzero(llm.input_ids[:m] != arr[:m])
-            keep = (int(diff[0]) if diff.size else m) // c * c
-        self._canon, self._last = keep, None
-        llm.n_tokens = keep  # llm.eval drops the KV cache from position n_tokens on
-        for i in range(keep, n, c):
-            llm.eval(toks[i:i + c])  # one llama_decode (c <= n_batch), logits for the last token only
-            self.n_prompt_tokens_evaluated += min(c, n - i)
-            if i + c <= n:  # a trailing partial chunk is not canonical: its batch depends on n
-                self._canon = i + c
-        logits = np.ctypeslib.as_array(lib.llama_get_logits_ith(llm.ctx, -1), shape=(llm.n_vocab(),)).copy()
-        if self.config.prefix_cache:
-            self._last = (arr, logits)
-        return logits
+            for s, prev in cands:
+                m = min(len(prev) // c * c, n - 1)  # re-evaluate >= 1 token: its logits start the sampling
+                diff = np.flatnonzero(prev[:m] != arr[:m])
+                k = (int(diff[0]) if diff.size else m) // c * c
+                if k > keep:
+                    keep, src = k, s
+        if seq == 0:
+            lib.llama_memory_seq_rm(self._mem, 0, keep, -1)
+            self._cached, self._canon, self._last = arr[:keep], keep, None
+        elif src is not None:
+            lib.llama_memory_seq_cp(self._mem, src, seq, 0, keep)  # shares the cells, copies nothing
+        batch = lib.llama_batch_init(c, 0, 1)
+        try:
+            for i in range(keep, n, c):
+                chunk = arr[i:i + c]
+                for j, tok in enumerate(chunk):
+                    batch.token[j], batch.pos[j], batch.n_seq_id[j], batch.seq_id[j][0] = int(tok), i + j, 1, seq
+                    batch.logits[j] = i + j == n - 1
+                batch.n_tokens = len(chunk)
+                if (rc := lib.llama_decode(self.llm.ctx, batch)) != 0:  # one chunk, one llama_decode
+                    raise ModelError(f"llama_decode failed ({rc}) on a prompt chunk of {len(chunk)} tokens")
+                self.n_prompt_tokens_evaluated += len(chunk)
+        finally:
+            lib.llama_batch_free(batch)
+        return np.ctypeslib.as_array(lib.llama_get_logits_ith(self.llm.ctx, -1), shape=(self.llm.n_vocab(),)).copy()
 
     def _sampler(self, params: SamplingParams, seed: int) -> Any:
         """A fresh llama.cpp sampler chain (the one ``Llama.generate`` builds, minus its no-op stages)."""
@@ -226,57 +363,36 @@ class LlamaCppGenerator:
             lib.llama_sampler_chain_add(chain, lib.llama_sampler_init_dist(seed & 0xFFFFFFFF))
         return chain
 
-    def _sample(self, prompt: str, params: SamplingParams, seeds: list[int]) -> list[Completion]:
-        """One completion per seed, decoded in groups of sequences that fit ``max_seqs`` and ``n_ctx``."""
-        toks = self.llm.tokenize(self.format_prompt(prompt).encode("utf-8"), add_bos=True, special=True)
-        room = self.config.n_ctx - len(toks)
-        budget = min(params.max_tokens, room)
-        if budget < 1:
-            raise InvalidParamsError(f"prompt has {len(toks)} tokens, no room left in n_ctx={self.config.n_ctx}")
-        group = min(self.config.max_seqs, room // budget) if self.config.batch_samples else 1
-        logits = self._eval_prompt(toks)
-        out: list[Completion] = []
-        for i in range(0, len(seeds), group):
-            out += self._decode(len(toks), logits, budget, params, seeds[i:i + group])
-        return out
-
-    def _decode(self, n_prompt: int, logits: Any, budget: int, params: SamplingParams,
-                seeds: list[int]) -> list[Completion]:
-        """Decode one sequence per seed after the prompt whose KV occupies positions [0, n_prompt) of
-        sequence 0 and whose last-token logits are ``logits``: one ``llama_decode`` per step for all
-        unfinished sequences. Leaves the KV cache holding exactly the prompt, as sequence 0."""
+    def _decode(self, group: list[tuple[int, int]], toks: list[Any], logits: dict[int, Any],
+                params: SamplingParams) -> list[Completion]:
+        """Decode sequence s of `group` (prompt index, seed) after its prompt, whose KV it holds at
+        positions [0, len(prompt)) and whose last-token logits are ``logits[prompt index]``: one
+        ``llama_decode`` per step for all unfinished sequences."""
         import numpy as np
 
         llm, lib = self.llm, self._lib
-        mem = lib.llama_get_memory(llm.ctx)
-        lib.llama_memory_seq_rm(mem, -1, n_prompt, -1)  # the generated tokens of the last call
-        for s in range(1, len(seeds)):
-            lib.llama_memory_seq_cp(mem, 0, s, 0, n_prompt)  # shares the prompt's cells, copies nothing
-        seqs = [_Sequence(self, params, seed, budget) for seed in seeds]
-        step_logits = [logits] * len(seqs)
+        seqs = [_Sequence(self, params, seed, min(params.max_tokens, self.config.n_ctx - len(toks[i])))
+                for i, seed in group]
+        step_logits = [logits[i] for i, _ in group]
         active = list(range(len(seqs)))
         batch = lib.llama_batch_init(len(seqs), 0, 1)
         try:
             while active:
                 fed = [(s, tok) for s in active if (tok := seqs[s].step(step_logits[s])) is not None]
-                for i, (s, tok) in enumerate(fed):
-                    batch.token[i], batch.pos[i] = tok, n_prompt + len(seqs[s].ids) - 1
-                    batch.n_seq_id[i], batch.seq_id[i][0], batch.logits[i] = 1, s, True
+                for k, (s, tok) in enumerate(fed):
+                    batch.token[k], batch.pos[k] = tok, len(toks[group[s][0]]) + len(seqs[s].ids) - 1
+                    batch.n_seq_id[k], batch.seq_id[k][0], batch.logits[k] = 1, s, True
                 batch.n_tokens = len(fed)
                 if fed and (rc := lib.llama_decode(llm.ctx, batch)) != 0:
                     raise ModelError(f"llama_decode failed ({rc}) on a batch of {len(fed)} sequences")
-                for i, (s, _) in enumerate(fed):  # a view: read by step() before the next decode
-                    step_logits[s] = np.ctypeslib.as_array(lib.llama_get_logits_ith(llm.ctx, i),
-                                                           shape=(len(logits),))
+                for k, (s, _) in enumerate(fed):  # a view: read by step() before the next decode
+                    step_logits[s] = np.ctypeslib.as_array(lib.llama_get_logits_ith(llm.ctx, k),
+                                                           shape=(llm.n_vocab(),))
                 active = [s for s, _ in fed]
         finally:
             lib.llama_batch_free(batch)
             for s in seqs:
                 s.free()
-            for s in range(1, len(seeds)):
-                lib.llama_memory_seq_rm(mem, s, -1, -1)
-            lib.llama_memory_seq_rm(mem, 0, n_prompt, -1)
-            llm.n_tokens = n_prompt  # what llm.eval appends after (the prefix cache keeps the prompt)
         return [s.completion() for s in seqs]
 
 
