@@ -9,8 +9,13 @@ A reasoning trace is a sequence of steps. In a prompt each step reads::
 The prompt given to a model always ends with the next step's header, ``### Step k:``, so a model
 continues with the step's title and body and stops at `STEP_END` (pass it as a stop string). The
 *step text* (what an agent returns, what a trajectory stores) is everything after ``### Step k:``
-up to, not including, `STEP_END`. A step is terminal when it contains a fenced ```` ```python ````
-block; the code is the last such block that defines the entry point (else the last block).
+up to, not including, `STEP_END`. A step is terminal when it contains a code block
+(`o1code.data.extract.has_code`); its code is what `o1code.data.extract.extract_code` keeps of it.
+
+Prompt styles (`o1code.data.prompts`): ``fewshot`` (the default) is a raw continuation, the
+instructions and worked examples as plain text; ``instruct`` renders the model's chat template
+around an EvalPlus-style instruction and the question, and the steps continue inside the
+assistant turn, so step headers, `STEP_END` and the step parsing are the same in both.
 
 Modes:
 - ``pseudocode``: the paper's three actions, Action 1 (structure) -> Action 2 (refine, repeatable)
@@ -25,18 +30,19 @@ tasks (1-10) worked by hand; the test suite checks that their code passes.
 
 from __future__ import annotations
 
-import ast
 import re
 from typing import Sequence
 
 from o1code.data.errors import DataError
+from o1code.data.extract import extract_code, has_code  # noqa: F401  (re-exported: the step format's API)
 from o1code.data.problems import Problem
+from o1code.data.prompts import PROMPT_STYLES  # noqa: F401  (re-exported)
+from o1code.data.prompts import DEFAULT_CHAT_TEMPLATE, DIRECT_INSTRUCTION, check_prompt_style, instruct_user_turn, render_chat
 
 STEP_END = "<Step_End>"
 MODES = ("pseudocode", "vanilla", "direct")
 SHOW_TESTS = ("none", "first", "all")
 
-_FENCE = re.compile(r"```[ \t]*python[^\n]*\n(.*?)(?:```|\Z)", re.DOTALL | re.IGNORECASE)
 _NEXT_HEADER = re.compile(r"\n#{2,4} ?Step \d+\s*:")
 _ACTION = re.compile(r"\(\s*Action\s*([123])\s*\)", re.IGNORECASE)
 
@@ -80,39 +86,6 @@ def clean_step(text: str) -> tuple[str, bool]:
     rest = text[cut:]
     was_cut = bool(rest.replace(STEP_END, "", 1).strip())
     return text[:cut].rstrip(), was_cut
-
-
-def has_code(step: str) -> bool:
-    """True when the step holds a fenced python block, which makes it terminal."""
-    return "```python" in step.lower().replace("``` python", "```python")
-
-
-def extract_code(step: str, entry_point: str | None = None, whole_if_unfenced: bool = False) -> str | None:
-    """Return the code of a step, or None when it has none.
-
-    The code is the last ```` ```python ```` block that defines `entry_point` (a block left open
-    at the end counts), else the last block. With `whole_if_unfenced` (direct mode), text with
-    no fence is taken as code as it stands.
-    """
-    blocks = [b.strip("\n") for b in _FENCE.findall(step)]
-    if not blocks:
-        return step.strip("\n") if whole_if_unfenced else None
-    if entry_point:
-        for block in reversed(blocks):
-            if _defines(block, entry_point):
-                return block
-    return blocks[-1]
-
-
-def _defines(code: str, name: str) -> bool:
-    try:
-        tree = ast.parse(code)
-    except (SyntaxError, ValueError):
-        return re.search(rf"\bdef\s+{re.escape(name)}\s*\(", code) is not None
-    return any(
-        isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and n.name == name
-        for n in ast.walk(tree)
-    )
 
 
 def action_type(step: str) -> int | None:
@@ -244,15 +217,43 @@ def few_shot_examples(mode: str) -> list[tuple[str, list[str]]]:
     return [(tid, list(steps)) for tid, steps in _EXAMPLES[check_mode(mode)]]
 
 
-def build_prompt_prefix(problem: Problem, mode: str, show_tests: str = "all", examples: bool = True) -> str:
-    """The fixed part of a prompt: instructions, worked examples, the question, ``### Solution``."""
+def instruction(mode: str, prompt_style: str = "fewshot") -> str:
+    """The instruction of a mode's prompts: for ``instruct`` direct mode, EvalPlus's; for the step
+    modes the step format's, which ``instruct`` completes with the header the steps start with."""
+    if check_prompt_style(prompt_style) == "fewshot":
+        return _INSTRUCTIONS[check_mode(mode)]
+    if check_mode(mode) == "direct":
+        return DIRECT_INSTRUCTION
+    return f"{_INSTRUCTIONS[mode]} Start step k with a line `{step_header(1).replace('1', 'k')} <title>`."
+
+
+def build_prompt_prefix(problem: Problem, mode: str, show_tests: str = "all", examples: bool | None = None,
+                        prompt_style: str = "fewshot", chat_template: str | None = None) -> str:
+    """The fixed part of a prompt, before the steps.
+
+    ``fewshot``: instructions, worked examples, the question, ``### Solution``. ``instruct``: the
+    chat template (`chat_template`, None: `DEFAULT_CHAT_TEMPLATE`) rendered over a user turn with
+    `instruction` and the question, up to the opening of the assistant turn; with `examples`, the
+    worked examples come first as earlier user/assistant turns. `examples` None: the style's
+    default (fewshot: with, instruct: without, as EvalPlus prompts instruct models).
+    """
     from o1code.data.problems import get_problem  # the examples are bundled MBPP tasks
 
-    parts = ["### Instruction\n" + _INSTRUCTIONS[check_mode(mode)] + "\n"]
-    if examples:
+    style = check_prompt_style(prompt_style)
+    text = instruction(mode, style)
+    shots = [(get_problem(tid), steps) for tid, steps in _EXAMPLES[check_mode(mode)]] if (
+        examples if examples is not None else style == "fewshot") else []
+    if style == "instruct":
+        turns: list[dict[str, str]] = []
+        for example, steps in shots:
+            turns += [{"role": "user", "content": instruct_user_turn(text, describe_problem(example, show_tests))},
+                      {"role": "assistant", "content": format_steps(steps).rstrip("\n")}]
+        turns.append({"role": "user", "content": instruct_user_turn(text, describe_problem(problem, show_tests))})
+        return render_chat(chat_template or DEFAULT_CHAT_TEMPLATE, turns)
+    parts = ["### Instruction\n" + text + "\n"]
+    if shots:
         parts.append("### Examples\n")
-        for task_id, steps in _EXAMPLES[mode]:
-            example = get_problem(task_id)
+        for example, steps in shots:
             parts.append(
                 f"### Question\n{describe_problem(example, show_tests)}\n\n### Solution\n{format_steps(steps)}---\n"
             )
@@ -266,16 +267,19 @@ def build_prompt(
     steps: Sequence[str] = (),
     max_steps: int | None = None,
     show_tests: str = "all",
-    examples: bool = True,
+    examples: bool | None = None,
     prefix: str | None = None,
+    prompt_style: str = "fewshot",
+    chat_template: str | None = None,
 ) -> str:
-    """The exact text a model continues: prefix, completed steps, and the next step's header.
+    """The exact text a model continues: prefix (`build_prompt_prefix`), completed steps, and the
+    next step's header (inside the assistant turn in the ``instruct`` style).
 
     The header is `final_header` when the next step is the last allowed (`max_steps`) or the
     mode is ``direct``; else `step_header`. Pass a precomputed `prefix` to skip rebuilding it.
     """
     if prefix is None:
-        prefix = build_prompt_prefix(problem, mode, show_tests, examples)
+        prefix = build_prompt_prefix(problem, mode, show_tests, examples, prompt_style, chat_template)
     k = len(steps) + 1
     last = mode == "direct" or (max_steps is not None and k >= max_steps)
     header = final_header(k, mode) if last else step_header(k)

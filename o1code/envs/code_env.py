@@ -24,6 +24,7 @@ from o1code.data.formats import (
     format_steps,
     has_code,
 )
+from o1code.data.prompts import check_prompt_style
 from o1code.envs.errors import EnvError
 from o1code.envs.records import EnvState, EvalInfo, Observation, StepInfo
 from o1code.rewards import DatasetTests, OutcomeReward, PhiConfig, TestSource, VisibleTests
@@ -92,7 +93,9 @@ class CodeEnv(gym.Env[Observation, str]):
         max_steps: int | None = None,
         tests: str | TestSource = "visible",
         show_tests: str = "first",
-        examples: bool = True,
+        examples: bool | None = None,
+        prompt_style: str = "fewshot",
+        chat_template: str | None = None,
         reward: str = "pass_fraction",
         alpha: float = 0.0,
         tau_pass: float = 1.0,
@@ -123,7 +126,15 @@ class CodeEnv(gym.Env[Observation, str]):
                 always reports the dataset tests.
             show_tests: Tests shown in the prompt: ``"none"``, ``"first"`` (the visible tests) or
                 ``"all"`` (the judging tests too).
-            examples: Include the worked few-shot examples in the prompt.
+            examples: Include the worked examples in the prompt (None: the prompt style's default,
+                with for ``fewshot``, without for ``instruct``).
+            prompt_style: ``"fewshot"`` (a raw continuation with worked examples) or ``"instruct"``
+                (the model's chat template around an EvalPlus-style instruction; the steps continue
+                inside the assistant turn). See `o1code.data.prompts`.
+            chat_template: The ``instruct`` style's Jinja chat template (a GGUF's
+                ``tokenizer.chat_template``, an HF tokenizer's; `o1code.models.chat_template_of`
+                reads it off a generator); None: the default model's. Play the prompt with a raw
+                generator (``chat_template=False``): the prompt is already rendered.
             reward, alpha, tau_pass, tau_fail: The outcome reward (see `OutcomeReward`).
             truncation_reward: Reward when `max_steps` pass without code.
             process_reward: Scores each non-terminal step (a PRM): a `ProcessReward`, or the old
@@ -178,6 +189,8 @@ class CodeEnv(gym.Env[Observation, str]):
         self.render_mode = render_mode
         self.show_tests = show_tests
         self.examples = examples
+        self.prompt_style = check_prompt_style(prompt_style)
+        self.chat_template = chat_template
         self.outcome = OutcomeReward(form=reward, alpha=alpha, tau_pass=tau_pass, tau_fail=tau_fail)
         self.truncation_reward = float(truncation_reward)
         question = functools.partial(default_question, mode=self.mode, show_tests=show_tests)
@@ -219,7 +232,8 @@ class CodeEnv(gym.Env[Observation, str]):
     def _prefix(self, problem: Problem) -> str:
         prefix = self._prefixes.get(problem.task_id)
         if prefix is None:
-            prefix = build_prompt_prefix(problem, self.mode, self.show_tests, self.examples)
+            prefix = build_prompt_prefix(problem, self.mode, self.show_tests, self.examples, self.prompt_style,
+                                         self.chat_template)
             self._prefixes[problem.task_id] = prefix
         return prefix
 
@@ -334,7 +348,7 @@ class CodeEnv(gym.Env[Observation, str]):
         reward = 0.0
         code = extract_code(text, self._problem.entry_point)
         if code is None and self.mode == "direct":  # direct mode: an unfenced action is the code
-            code = body.strip("\n")
+            code = extract_code(body, self._problem.entry_point, whole_if_unfenced=True)
         if code is not None:
             terminated = True
             reward = self._grade(code, info)

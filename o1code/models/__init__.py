@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .base import Completion, Generator, SamplingParams
+from .base import Completion, Generator, SamplingParams, chat_template_of
 from .default import DEFAULT_MODEL, QUALITY_MODEL, ChunkedModel, assemble, cache_dir, ensure_model, find_parts
 from .errors import (ChecksumError, ExportError, InvalidParamsError, InvalidSpecError, MissingExtraError,
                      ModelError, ModelFileError, ServerError)
@@ -31,7 +31,7 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
-    "Completion", "Generator", "SamplingParams", "load_generator", "default_backend",
+    "Completion", "Generator", "SamplingParams", "chat_template_of", "load_generator", "default_backend",
     "ModelSpec", "parse_spec", "transformers_source", "load_causal_lm", "lora_config",
     "ChunkedModel", "DEFAULT_MODEL", "QUALITY_MODEL", "assemble", "cache_dir", "ensure_model", "find_parts",
     "ModelError", "ExportError", "InvalidSpecError", "InvalidParamsError", "MissingExtraError", "ModelFileError",

@@ -6,6 +6,8 @@ import random
 from dataclasses import dataclass, field
 from typing import Any, Protocol, Sequence, runtime_checkable
 
+from o1code.data.prompts import render_chat  # noqa: F401  (the one renderer; the backends import it from here)
+
 from .errors import InvalidParamsError
 
 FinishReason = str  # "stop" (EOS or a stop string) or "length" (max_tokens reached)
@@ -89,18 +91,15 @@ def cut_at_stop(text: str, stop: Sequence[str]) -> tuple[str, bool]:
     return (text[: min(hits)], True) if hits else (text, False)
 
 
-def render_chat(template: str, prompt: str, **extra: Any) -> str:
-    """Render a Jinja chat template (HF / GGUF style) for a single user turn plus the generation prompt."""
-    from jinja2.sandbox import ImmutableSandboxedEnvironment
-
-    def raise_exception(msg: str) -> None:
-        raise InvalidParamsError(msg)
-
-    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
-    env.globals["raise_exception"] = raise_exception
-    return env.from_string(template).render(
-        messages=[{"role": "user", "content": prompt}], add_generation_prompt=True, **extra
-    )
+def chat_template_of(model: Any) -> str | None:
+    """The chat template (a Jinja string) of a generator or `Policy` (its own, or its tokenizer's),
+    or None when it has none or the backend does not say (an OpenAI-compatible server): what the
+    ``instruct`` prompt style renders (`o1code.data.formats.build_prompt_prefix`)."""
+    for owner in (model, getattr(model, "tokenizer", None)):
+        template = getattr(owner, "chat_template", None)
+        if isinstance(template, str) and template:
+            return template
+    return None
 
 
 def apply_chat_template(tokenizer: Any, prompt: str, enabled: bool) -> str:
