@@ -51,9 +51,10 @@ from typing import Any, Callable
 
 from o1code.agents import LLMAgent, LLMConfig, MCTSAgent, MCTSConfig, problem_seed, trajectory_records
 from o1code.data import DATASETS, MBPP_SPLITS, Problem, load_dataset
+from o1code.data.prompts import PROMPT_STYLES
 from o1code.envs import CodeEnv, EvalInfo
 from o1code.errors import RunDirError
-from o1code.models import Generator, load_generator
+from o1code.models import Generator, chat_template_of, load_generator
 from o1code.pipeline.errors import PipelineError
 from o1code.pipeline.eval_report import markdown_table, summarise, write_report  # noqa: F401 (re-exported)
 from o1code.rewards import is_oracle
@@ -106,6 +107,10 @@ class EvalConfig:
         "ORACLE)", metavar="SOURCE"))
     show_tests: str = field(default="first", metadata=_help(
         "tests shown in the prompt: first = the visible tests, all = the judging tests too", choices=SHOW_TESTS))
+    # None (fewshot) so that run directories pinned before this key existed still resume
+    prompt_style: str | None = field(default=None, metadata=_help(
+        "prompt: fewshot (raw continuation with worked examples; the default) or instruct (the model's chat "
+        "template around an EvalPlus-style instruction, steps inside the assistant turn)", choices=PROMPT_STYLES))
     include_known_bad: bool = field(default=False, metadata=_help(
         "count the known-bad MBPP tasks in Pass@1 (they always run)"))
     timeout_s: float = field(default=4.0, metadata=_help(
@@ -154,6 +159,8 @@ class EvalConfig:
             raise PipelineError(f"unknown tests {self.tests!r}; choose visible, tcg, tcg:MODEL or dataset (oracle)")
         if self.show_tests not in SHOW_TESTS:
             raise PipelineError(f"unknown show_tests {self.show_tests!r}; choose none, first or all")
+        if self.prompt_style not in (None, *PROMPT_STYLES):
+            raise PipelineError(f"unknown prompt_style {self.prompt_style!r}; choose {' or '.join(PROMPT_STYLES)}")
         if self.prm and self.agent != "mcts":
             raise PipelineError("--prm guides the MCTS search: use --agent mcts (best-of-N: `o1code prm eval`)")
         if self.samples is not None and (self.samples < 1 or self.temperature <= 0):
@@ -395,7 +402,8 @@ def run_eval(
                                       if config.agent == "policy" or is_saved_policy(config.model)
                                       else load_step_generator(config.model))
             env = CodeEnv(mode=config.mode, problems=problems, max_steps=1 if config.mode == "direct" else config.max_steps,
-                          tests=config.tests, show_tests=config.show_tests, sandbox=sandbox, timeout_s=config.timeout_s)
+                          tests=config.tests, show_tests=config.show_tests, sandbox=sandbox, timeout_s=config.timeout_s,
+                          prompt_style=config.prompt_style or "fewshot", chat_template=chat_template_of(generator))
             if config.agent == "mcts":
                 agent: Any = MCTSAgent(generator, MCTSConfig(
                     rollouts=config.rollouts, time_budget_s=config.time_budget_s, children=config.children,
