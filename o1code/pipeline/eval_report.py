@@ -57,6 +57,7 @@ def summarise(rows: Sequence[dict], config: Any) -> dict[str, Any]:
         "dataset": config.dataset,
         "tests": config.tests,
         "show_tests": config.show_tests,
+        "prompt_style": getattr(config, "prompt_style", None) or "fewshot",
         "oracle": config.oracle,
         "problems": len(rows),
         "counted": len(counted),
