@@ -242,3 +242,25 @@ def test_shipped_experiments_judge_on_all_90_validation_problems(name):
 
     data = read_toml(Path(__file__).parents[1] / "experiments" / name)
     assert data["eval_split"] == "validation" and data["eval_limit"] >= len(load_dataset("mbpp", "validation")) == 90
+
+
+def test_selfplay_report_carries_cis_and_paired_comparisons(tmp_path):
+    from o1code.pipeline.selfplay import SelfPlayConfig, report_markdown
+
+    rng = np.random.default_rng(10)
+    start = rng.random(90) < 0.3
+    sft = start | (rng.random(90) < 0.4)
+    rl = sft.copy()
+    manifests = {}
+    for key, passed in (("0/baseline", start), ("0/eval", sft), ("1/eval", rl)):
+        it, name = key.split("/")
+        write_run(tmp_path / f"iter-{it}" / name / "greedy", passed)
+        manifests[key] = {"figures": {"greedy_pass_at_1": passed.mean(), "problems": 90}, "seconds": 1.0}
+    cfg = SelfPlayConfig(run_dir=str(tmp_path), iterations=1, eval_limit=90, eval_agents=["greedy"])
+    text = report_markdown(cfg, manifests)
+    assert f"| start | {100 * start.mean():.1f} [" in text
+    sft_line = next(x for x in text.splitlines() if x.startswith("- greedy after SFT vs greedy start (paired, n=90): +"))
+    assert "CI includes 0" not in sft_line
+    same = next(x for x in text.splitlines() if x.startswith("- greedy iteration 1 (PRM + RL) vs greedy after SFT"))
+    assert "+0.0 points [+0.0, +0.0], CI includes 0; exact McNemar p = 1" in same
+    assert "- greedy iteration 1 (PRM + RL) vs greedy start (paired, n=90)" in text

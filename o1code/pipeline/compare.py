@@ -162,6 +162,20 @@ def compare_runs(run_a: str | os.PathLike, run_b: str | os.PathLike, seed: int =
     return compare(load_run(run_a), load_run(run_b), seed=seed)
 
 
+def run_pass_at_1(run_dir: str | os.PathLike, seed: int = CI_SEED) -> tuple[float, tuple[float, float], int] | None:
+    """Pass@1, its 95% bootstrap CI and the number of problems counted, read back from an eval run directory's
+    results (None when it holds none yet): for reports whose runs predate the CI in ``summary.json``."""
+    try:
+        run = load_run(run_dir)
+    except ComparisonError:
+        return None
+    counted = counted_rows(list(run.rows.values()), bool(run.config.get("include_known_bad")))
+    if not counted:
+        return None
+    verdicts = [float(bool(r["passed"])) for r in counted]
+    return sum(verdicts) / len(verdicts), bootstrap_ci(verdicts, seed=seed), len(verdicts)
+
+
 def paired_line(run_a: str | os.PathLike, run_b: str | os.PathLike, label_a: str, label_b: str) -> str:
     """One markdown line for a report: B vs A paired (difference, CI, McNemar p, flips), or why the two runs
     cannot be paired."""
@@ -175,4 +189,4 @@ def paired_line(run_a: str | os.PathLike, run_b: str | os.PathLike, label_a: str
 
 
 __all__ = ["JUDGING_FIELDS", "Comparison", "RunResults", "compare", "compare_runs", "diff_text", "load_run",
-           "paired_line"]
+           "paired_line", "run_pass_at_1"]

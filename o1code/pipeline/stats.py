@@ -103,4 +103,5 @@ def ci_yerr(values: Sequence[float], cis: Sequence[Sequence[float] | None]) -> l
     return [below, above]
 
 
-__all__ = ["LEVEL", "N_BOOT", "bootstrap_ci", "ci_yerr", "ks_up_to", "mcnemar_exact", "paired_bootstrap_ci", "pass_at_k"]
+__all__ = ["LEVEL", "N_BOOT", "bootstrap_ci", "ci_yerr", "ks_up_to", "mcnemar_exact", "paired_bootstrap_ci",
+           "pass_at_k"]
