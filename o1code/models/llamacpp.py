@@ -12,18 +12,10 @@ decodes the sequences one after another instead. `set_adapter` hot-swaps a LoRA 
 `o1code.models.lora_gguf`) and empties the caches. Note llama.cpp applies top-k/top-p before
 temperature (transformers applies temperature first).
 
-Reproducibility with a KV cache kept between calls: llama.cpp's CPU results depend on how tokens
-are batched (llamafile's tinyBLAS matmul only serves batches of 2+ tokens; flash attention has
-batch-size-dependent paths), so a prompt token's KV entries and the first sampled token's logits
-depend on which tokens were evaluated together (SmolLM2-135M: the last prompt token re-evaluated
-alone changed the logits by up to ~0.9 for about one prompt length in four). Letting
-llama-cpp-python reuse "the longest common prefix" therefore made a seed's samples depend on what
-the cache held. Here prompts are evaluated in fixed chunks of ``cache_chunk`` tokens aligned to
-absolute positions (``[0, C)``, ``[C, 2C)``, ...), and only whole chunks so computed are ever reused,
-or all of the last prompt (with its saved last-token logits) when the same prompt comes again
-(prompts of one call share their common whole chunks the same way): every KV entry and logit is
-then computed by the same operations whatever came before. Tokens are
-sampled by llama.cpp's sampler chain from those logits.
+Reproducibility with a KV cache kept between calls: prompts are evaluated in canonical chunks and
+whole chunks reused, so that every KV entry and logit is computed by the same operations whatever
+the cache held before (`o1code.models.llamacpp_kv`). Tokens are sampled by llama.cpp's sampler chain
+from those logits.
 """
 
 from __future__ import annotations
@@ -42,6 +34,7 @@ from typing import Any, Iterator, Sequence
 
 from .base import Completion, SamplingParams, cut_at_stop, render_chat
 from .errors import InvalidParamsError, MissingExtraError, ModelError, ModelFileError
+from .llamacpp_kv import PromptKV
 
 log = logging.getLogger(__name__)
 _patch_lock = threading.Lock()
@@ -175,11 +168,14 @@ class LlamaCppGenerator:
         self._handles = _Handles(self._lib, self.llm)
         self._close = weakref.finalize(self, self._handles.close)  # free before interpreter teardown
         self._vocab = self._lib.llama_model_get_vocab(self.llm.model)
-        self._mem = self._lib.llama_get_memory(self.llm.ctx)
+        self._kv = PromptKV(self.llm, self._lib, config.cache_chunk, config.prefix_cache)
         self.chat_template = self.llm.metadata.get("tokenizer.chat_template")
         self.adapter: Path | None = None  # the LoRA adapter file set on the context, if any
-        self._reset_cache()
-        self.n_prompt_tokens_evaluated = 0  # running count, to check/measure prefix reuse
+
+    @property
+    def n_prompt_tokens_evaluated(self) -> int:
+        """Prompt tokens evaluated so far (a running count, to check/measure prefix reuse)."""
+        return self._kv.n_evaluated
 
     def close(self) -> None:
         """Free the LoRA adapter, the llama.cpp model and context now (also done on garbage collection / exit)."""
@@ -217,19 +213,7 @@ class LlamaCppGenerator:
         if self._handles.adapter is not None:
             lib.llama_adapter_lora_free(self._handles.adapter)
         self._handles.adapter, self.adapter = new, file
-        self._reset_cache()
-
-    def _reset_cache(self) -> None:
-        """Empty the KV cache and forget the prefix cache."""
-        import numpy as np
-
-        self._lib.llama_memory_clear(self._mem, True)
-        # Prefix-cache state: sequence 0 of the KV cache holds the tokens _cached (the last prompt
-        # evaluated) at positions [0, len(_cached)); [0, _canon) are whole canonical chunks. _last: its
-        # last-token logits, so that the same prompt again needs no evaluation.
-        self._cached = np.zeros(0, dtype=np.intc)
-        self._canon = 0
-        self._last: Any = None
+        self._kv.reset()
 
     def format_prompt(self, prompt: str) -> str:
         """The exact text fed to the model for ``prompt`` (chat template applied when enabled)."""
@@ -281,74 +265,27 @@ class LlamaCppGenerator:
         return groups
 
     def _run_group(self, group: list[tuple[int, int]], toks: list[Any], params: SamplingParams) -> list[Completion]:
-        """Decode one sequence per job of `group`; sequence s is job s. Each prompt is evaluated into the
-        sequence of its first job and shared (cells, not copies) with its other jobs. Leaves the KV cache
-        holding only the group's last prompt, as sequence 0."""
-        lib, mem = self._lib, self._mem
-        first: dict[int, int] = {}  # prompt index -> the sequence that evaluated it
-        logits: dict[int, Any] = {}
+        """Decode one sequence per job (prompt index, seed) of `group`; sequence s is job s. Each prompt
+        is evaluated alone (`PromptKV.evaluate`), then placed in the sequence of its first job and
+        shared (cells, not copies) with its other jobs."""
+        kv, lib = self._kv, self._lib
+        first: dict[int, int] = {}  # prompt index -> its first sequence
+        for s, (i, _) in enumerate(group):
+            first.setdefault(i, s)
+        placed = len(first) > 1
         try:
+            prompts = {i: kv.evaluate(toks[i], save=placed) for i in first}
+            if placed:
+                kv.place([(prompts[i], s) for i, s in first.items()])
             for s, (i, _) in enumerate(group):
-                if i in first:
-                    lib.llama_memory_seq_cp(mem, first[i], s, 0, len(toks[i]))
-                else:
-                    logits[i] = self._eval_prompt(toks[i], s, [(first[k], toks[k]) for k in first])
-                    first[i] = s
-            out = self._decode(group, toks, logits, params)
+                if s != first[i]:
+                    lib.llama_memory_seq_cp(kv.mem, first[i], s, 0, len(toks[i]))
+            out = self._decode(group, toks, {i: p.logits for i, p in prompts.items()}, params)
         except BaseException:
-            self._reset_cache()
+            kv.reset()
             raise
-        last = group[-1][0]
-        if first[last] != 0:
-            lib.llama_memory_seq_rm(mem, 0, -1, -1)
-            lib.llama_memory_seq_cp(mem, first[last], 0, 0, len(toks[last]))
-        for s in range(1, len(group)):
-            lib.llama_memory_seq_rm(mem, s, -1, -1)
-        lib.llama_memory_seq_rm(mem, 0, len(toks[last]), -1)
-        c = self.config.cache_chunk
-        self._cached, self._canon = toks[last], len(toks[last]) // c * c
-        self._last = logits[last] if self.config.prefix_cache else None
+        kv.finish(prompts[group[-1][0]], len(group), placed)
         return out
-
-    def _eval_prompt(self, arr: Any, seq: int, sources: list[tuple[int, Any]]) -> Any:
-        """Bring sequence `seq` to exactly the prompt `arr`; return the logits after its last token.
-        Every position is computed in its canonical chunk. Sequence 0 reuses the whole canonical
-        chunks it shares with the prompt it holds (all of it, with its saved logits, when it is the
-        same prompt); another sequence shares the cells of the longest canonical prefix of one of
-        `sources` (sequence, prompt) of this group. Without ``prefix_cache`` nothing is reused."""
-        import numpy as np
-
-        lib, c, n = self._lib, self.config.cache_chunk, len(arr)
-        cands = [(0, self._cached)] if seq == 0 else sources
-        if seq == 0 and self._last is not None and np.array_equal(self._cached, arr):
-            return self._last
-        keep, src = 0, None
-        if self.config.prefix_cache:
-            for s, prev in cands:
-                m = min(len(prev) // c * c, n - 1)  # re-evaluate >= 1 token: its logits start the sampling
-                diff = np.flatnonzero(prev[:m] != arr[:m])
-                k = (int(diff[0]) if diff.size else m) // c * c
-                if k > keep:
-                    keep, src = k, s
-        if seq == 0:
-            lib.llama_memory_seq_rm(self._mem, 0, keep, -1)
-            self._cached, self._canon, self._last = arr[:keep], keep, None
-        elif src is not None:
-            lib.llama_memory_seq_cp(self._mem, src, seq, 0, keep)  # shares the cells, copies nothing
-        batch = lib.llama_batch_init(c, 0, 1)
-        try:
-            for i in range(keep, n, c):
-                chunk = arr[i:i + c]
-                for j, tok in enumerate(chunk):
-                    batch.token[j], batch.pos[j], batch.n_seq_id[j], batch.seq_id[j][0] = int(tok), i + j, 1, seq
-                    batch.logits[j] = i + j == n - 1
-                batch.n_tokens = len(chunk)
-                if (rc := lib.llama_decode(self.llm.ctx, batch)) != 0:  # one chunk, one llama_decode
-                    raise ModelError(f"llama_decode failed ({rc}) on a prompt chunk of {len(chunk)} tokens")
-                self.n_prompt_tokens_evaluated += len(chunk)
-        finally:
-            lib.llama_batch_free(batch)
-        return np.ctypeslib.as_array(lib.llama_get_logits_ith(self.llm.ctx, -1), shape=(self.llm.n_vocab(),)).copy()
 
     def _sampler(self, params: SamplingParams, seed: int) -> Any:
         """A fresh llama.cpp sampler chain (the one ``Llama.generate`` builds, minus its no-op stages)."""
