@@ -11,7 +11,7 @@ import pytest
 
 from o1code.data import DataError
 from o1code.data.humaneval import load_humaneval
-from o1code.data.problems import load_dataset
+from o1code.data import load_dataset
 from o1code.sandboxes import Job, LocalSandbox, Verdict, parse_test
 
 MULTI = (32, 38, 44, 50, 53, 129, 151)  # the checks that are not only plain asserts

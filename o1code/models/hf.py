@@ -13,7 +13,7 @@ from typing import Any, Sequence
 
 from .base import Completion, SamplingParams, apply_chat_template, cut_at_stop
 from .errors import ModelError
-from .loader import hf_location
+from .spec import hf_location
 
 log = logging.getLogger(__name__)
 

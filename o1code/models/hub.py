@@ -3,7 +3,7 @@
 Used by the ``hf`` generator backend (`HFGenerator`), `Policy` and the training stages
 (`o1code.training`), so all of them share
 
-- the spec rules (`o1code.models.loader.transformers_source`): ``default`` / ``default-quality``,
+- the spec rules (`o1code.models.spec.transformers_source`): ``default`` / ``default-quality``,
   ``hf:ID_OR_PATH``, ``gguf:PATH``, a bare hub id or directory;
 - GGUF dequantisation: transformers reads a GGUF file into ordinary float tensors; the model is then
   unlabelled as quantized (`_drop_gguf_label`), so it trains, merges and saves like any float model;
@@ -26,7 +26,7 @@ from typing import Any, Sequence
 
 from . import dequant_cache
 from .errors import MissingExtraError, ModelFileError
-from .loader import ModelSpec, transformers_source
+from .spec import ModelSpec, transformers_source
 
 log = logging.getLogger(__name__)
 
@@ -183,7 +183,7 @@ def load_causal_lm(spec: str | ModelSpec, *, gguf_file: str | None = None, dtype
 
     `spec`: ``default`` / ``default-quality`` (the embedded GGUF, assembled and verified),
     ``hf:ID_OR_PATH``, ``gguf:PATH``, ``llamacpp:PATH`` (its GGUF file), ``vllm:ID``, or a bare hub
-    id, directory or ``.gguf`` path (`o1code.models.loader.transformers_source`). With `gguf_file`
+    id, directory or ``.gguf`` path (`o1code.models.spec.transformers_source`). With `gguf_file`
     given, `spec` is not parsed: it is the directory or hub id itself, holding that GGUF file (``""``:
     no GGUF; what `HFConfig` has already resolved). A GGUF is dequantized and unlabelled
     (see the module docstring). `dtype`: a torch dtype or its name (None: float32). `what` names the

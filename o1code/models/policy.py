@@ -19,7 +19,7 @@ from torch import nn
 from .base import apply_chat_template
 from .errors import ModelFileError
 from .hub import ensure_pad_token, import_peft, load_model, load_tokenizer, load_trained, lora_config, resolve_dtype
-from .loader import transformers_source
+from .spec import transformers_source
 
 log = logging.getLogger(__name__)
 

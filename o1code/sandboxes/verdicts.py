@@ -10,19 +10,17 @@ same way (`read_sample`). Everything the child sent is untrusted: malformed reco
 from __future__ import annotations
 
 import signal
-from typing import TYPE_CHECKING, Any, Optional
+from typing import Any, Optional
 
 from .errors import ValueDecodeError
 from .grading import CallResult, TestPlan, decode_value, evaluate_test, parse_line, replay
+from .isolation import SandboxConfig
 from .types import ExecutionResult, TestOutcome, Verdict
-
-if TYPE_CHECKING:
-    from .local import SandboxConfig
 
 _SIGNAMES = {int(s): s.name for s in signal.Signals}
 
 
-def read_sample(config: "SandboxConfig", header: dict, res: bytes, timeout_s: float
+def read_sample(config: SandboxConfig, header: dict, res: bytes, timeout_s: float
                 ) -> tuple[dict[int, dict], tuple[Verdict, str], Optional[tuple[Verdict, str]]]:
     """Read a sample's result lines: ``(call records by index, death, early)``. ``death`` is why
     results stop where they stop (it applies to every call that has none); ``early`` is the
@@ -67,7 +65,7 @@ def read_sample(config: "SandboxConfig", header: dict, res: bytes, timeout_s: fl
     return calls, death, early
 
 
-def call_results(config: "SandboxConfig", exprs: list[str], header: dict, res: bytes, timeout_s: float
+def call_results(config: SandboxConfig, exprs: list[str], header: dict, res: bytes, timeout_s: float
                  ) -> list[CallResult]:
     """One `CallResult` per expression of a sample sent by `LocalSandbox.evaluate` (the same reading
     of records, deaths and early failures as `grade`)."""
@@ -90,7 +88,7 @@ def call_results(config: "SandboxConfig", exprs: list[str], header: dict, res: b
     return out
 
 
-def grade(config: "SandboxConfig", plans: list[TestPlan], spans: list[range], header: dict, res: bytes,
+def grade(config: SandboxConfig, plans: list[TestPlan], spans: list[range], header: dict, res: bytes,
           out: bytes, err: bytes, timeout_s: float) -> ExecutionResult:
     """The `ExecutionResult` of a sample sent by `LocalSandbox.run`: each plan's calls are the
     records of its `spans` entry; stdout and stderr are capped (the timing and isolation fields
@@ -141,7 +139,7 @@ def grade(config: "SandboxConfig", plans: list[TestPlan], spans: list[range], he
     )
 
 
-def _grade_multi(config: "SandboxConfig", plan: TestPlan, span: range, calls: dict[int, dict],
+def _grade_multi(config: SandboxConfig, plan: TestPlan, span: range, calls: dict[int, dict],
                  death: tuple[Verdict, str]) -> TestOutcome:
     """Replay a multi-statement test on the host with the results of its recorded calls. A
     call's error (or a missing result) counts only if the test uses that call's result."""
