@@ -1,8 +1,8 @@
 """The `o1code` command line: `o1code --help` lists the commands.
 
-One module per command (`problems`, `eval`, `compare`, `tcg`, `prm`, `sft`, `ppo`, `selfplay`, `export`, `demo`), each
-with an ``add_*_command(subparsers)``; `config` turns a settings dataclass into flags and reads
-``--config`` TOML files into it. `main` assembles the parser and turns every `O1CodeError` into one
+One module per command (`problems`, `eval`, `compare`, `tcg`, `prm`, `sft`, `ppo`, `selfplay`, `export`,
+`demo`), each with an ``add_*_command(subparsers)``; `config` turns a settings dataclass into flags and
+reads ``--config`` TOML files into it. `main` assembles the parser and turns every `O1CodeError` into one
 line on stderr and exit status 2.
 """
 
