@@ -9,7 +9,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1] / "o1code"
 #: Lowest first: a package may import those before it, never those after it.
-LAYERS = ("data", "sandboxes", "models", "rewards", "envs", "agents", "training", "distributed", "pipeline", "cli")
+LAYERS = ("data", "sandboxes", "models", "rewards", "envs", "agents", "training", "integrations", "distributed",
+          "pipeline", "cli")
 
 
 def _modules() -> dict[str, Path]:

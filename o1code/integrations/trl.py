@@ -174,7 +174,9 @@ class O1CodeTask:
 
     def __init__(self, *, split: str = "train", mode: str = "direct", chat: bool = False,
                  sandbox: Sandbox | None = None, workers: int | None = None, **env_kwargs: Any) -> None:
-        self.env = CodeEnv(split=split, mode=mode, **env_kwargs)
+        # A given sandbox serves the env too (the test-case generator runs references in it); else the env
+        # makes its own only if the generator needs one.
+        self.env = CodeEnv(split=split, mode=mode, sandbox=sandbox, **env_kwargs)
         self.chat = chat
         self.problems: dict[str, Problem] = {p.task_id: p for p in self.env.problems}
         self.workers = workers or os.cpu_count() or 1
