@@ -6,7 +6,7 @@ import hashlib
 from dataclasses import dataclass
 from typing import Any, Mapping, Protocol, runtime_checkable
 
-from o1code.data.formats import STEP_END
+from o1code.data.formats import STEP_STOPS
 from o1code.models import Generator, SamplingParams
 
 
@@ -63,7 +63,7 @@ class LLMAgent:
             top_p=c.top_p,
             top_k=c.top_k,
             max_tokens=c.max_step_tokens,
-            stop=[STEP_END],
+            stop=STEP_STOPS,
             seed=c.seed + self._calls if seed is None else seed,
         )
 

@@ -31,7 +31,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Mapping
 
-from o1code.data.formats import STEP_END
+from o1code.data.formats import STEP_STOPS
 from o1code.data.trajectories import SampleRecord, StepRecord, TrajectoryRecord
 from o1code.envs import CodeEnv, EnvState, EvalInfo
 from o1code.models import Generator, SamplingParams
@@ -257,7 +257,7 @@ class MCTSAgent:
             top_p=cfg.top_p,
             top_k=cfg.top_k,
             max_tokens=cfg.max_step_tokens,
-            stop=[STEP_END],
+            stop=STEP_STOPS,
             seed=(self._problem_seed + self._calls) % (1 << 62),
         )
 

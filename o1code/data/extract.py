@@ -192,7 +192,8 @@ def extract_code(text: str, entry_point: str | None = None, whole_if_unfenced: b
     trees = [_parses(b) for b in blocks]
     parsed: list[tuple[str, ast.Module]] = [(b, t) for b, t in zip(blocks, trees) if t is not None]
     for i in range(len(parsed) - 1, -1, -1):
-        if any(entry_point in _defined(n) for n in ast.walk(parsed[i][1]) if isinstance(n, ast.stmt)):
+        if any(entry_point in _defined(n) for n in ast.walk(parsed[i][1])  # not "from solution import f"
+               if isinstance(n, ast.stmt) and not isinstance(n, (ast.Import, ast.ImportFrom))):
             return _sanitize(parsed, i)
     for block in reversed(blocks):
         if re.search(rf"\b(def|class)\s+{re.escape(entry_point)}\b", block):

@@ -40,6 +40,9 @@ from o1code.data.prompts import PROMPT_STYLES  # noqa: F401  (re-exported)
 from o1code.data.prompts import DEFAULT_CHAT_TEMPLATE, DIRECT_INSTRUCTION, check_prompt_style, instruct_user_turn, render_chat
 
 STEP_END = "<Step_End>"
+#: Stop strings of a step's generation: its end, or the next step's header (which `clean_step` would
+#: cut off anyway; instruct models often go on to "### Step 2: Test the function" without `STEP_END`).
+STEP_STOPS = (STEP_END, "\n### Step ")
 MODES = ("pseudocode", "vanilla", "direct")
 SHOW_TESTS = ("none", "first", "all")
 

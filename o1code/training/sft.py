@@ -10,8 +10,10 @@ One example per path, exactly what the policy sees and writes in a `CodeEnv` epi
 
 - **prompt**: the env's observation prompt with no steps (`o1code.data.formats.build_prompt`: the
   instructions, the worked examples, the question with ``show_tests``, ``### Solution`` and the first
-  step's header). Raw text, no chat template: the same convention as the step generators of
-  ``o1code eval`` (`o1code.pipeline.evaluate.load_step_generator`) and the `Policy` written here;
+  step's header; with ``prompt_style="instruct"`` the model's chat template rendered around it, the
+  steps inside the assistant turn). Raw text, no chat template applied on top: the same convention
+  as the step generators of ``o1code eval`` (`o1code.pipeline.evaluate.load_step_generator`) and the
+  `Policy` written here;
 - **completion**: the path's steps in the step format (`o1code.data.formats.format_steps`), from where
   the prompt ends, through the last step's ``<Step_End>``, then EOS. Because the prompt of step k in
   an episode is the prompt plus the first k-1 steps, the causal-LM loss on this completion is the
@@ -37,6 +39,7 @@ Layout of the run directory::
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import logging
 import time
@@ -46,7 +49,9 @@ from typing import Any, Iterable, Mapping, Sequence
 
 from o1code.data import Problem, load_dataset
 from o1code.data.formats import MODES, SHOW_TESTS, STEP_END, build_prompt, build_prompt_prefix, format_steps
+from o1code.data.prompts import PROMPT_STYLES
 from o1code.data.trajectories import TrajectoryRecord, read_trajectories
+from o1code.models import chat_template_of
 from o1code.runs import load_config, pin_config, write_atomic, write_jsonl
 from o1code.training.common import last_checkpoint, load_for_training, loss_span, peft_config, save_merged, trainer_args
 from o1code.training.errors import TrainingError
@@ -68,7 +73,10 @@ class PolicySFTConfig:
         dataset: Benchmark whose train split the trajectories come from, when no collection config says.
         mode: Reasoning format (pseudocode, vanilla, direct); None: the collection's.
         show_tests: Tests shown in the prompt (none, first, all); None: the collection's, else first.
-        examples: Include the worked examples in the prompt (as CodeEnv and o1code eval do).
+        examples: Include the worked examples in a fewshot prompt (as CodeEnv and o1code eval do; an
+            instruct prompt has none, as theirs).
+        prompt_style: fewshot or instruct (the model's chat template, `o1code.data.prompts`); None: the
+            collection's (fewshot when it does not say).
         max_paths_per_problem: Keep at most this many distinct correct paths per problem.
         epochs: Passes over the examples (ignored when max_steps > 0).
         max_steps: Optimizer steps (> 0 overrides epochs).
@@ -99,6 +107,7 @@ class PolicySFTConfig:
     mode: str | None = None
     show_tests: str | None = None
     examples: bool = True
+    prompt_style: str | None = None
     max_paths_per_problem: int = 2
     epochs: float = 2.0
     max_steps: int = 0
@@ -127,6 +136,8 @@ class PolicySFTConfig:
             raise TrainingError(f"unknown mode {self.mode!r}; choose one of {', '.join(MODES)}")
         if self.show_tests is not None and self.show_tests not in SHOW_TESTS:
             raise TrainingError(f"unknown show_tests {self.show_tests!r}; choose one of {', '.join(SHOW_TESTS)}")
+        if self.prompt_style is not None and self.prompt_style not in PROMPT_STYLES:
+            raise TrainingError(f"unknown prompt_style {self.prompt_style!r}; choose {' or '.join(PROMPT_STYLES)}")
         if self.max_paths_per_problem < 1:
             raise TrainingError("max_paths_per_problem must be >= 1")
         if self.learning_rate <= 0 or self.batch_size < 1 or self.grad_accum < 1 or self.lora_r < 1:
@@ -151,6 +162,7 @@ class CollectionSettings:
     sanitized: bool | None = None
     split: str | None = None
     tests: str | None = None
+    prompt_style: str | None = None
 
 
 def collection_settings(trajectories: str | Path) -> CollectionSettings:
@@ -161,7 +173,8 @@ def collection_settings(trajectories: str | Path) -> CollectionSettings:
     return CollectionSettings(
         source=str(Path(trajectories).parent / "config.json"), mode=stored.get("mode"),
         show_tests=stored.get("show_tests"), max_steps=stored.get("max_steps"), dataset=stored.get("dataset"),
-        sanitized=stored.get("sanitized"), split=stored.get("split"), tests=stored.get("tests"))
+        sanitized=stored.get("sanitized"), split=stored.get("split"), tests=stored.get("tests"),
+        prompt_style=stored.get("prompt_style") or "fewshot")  # unset: a run from before the key, fewshot
 
 
 def _agreed(name: str, given: Any, found: Iterable[tuple[str, Any]], default: Any) -> Any:
@@ -223,15 +236,18 @@ def correct_paths(records: Sequence[TrajectoryRecord], max_paths_per_problem: in
 
 
 def sft_example(problem: Problem, steps: Sequence[str], mode: str, show_tests: str = "first",
-                max_steps: int | None = None, examples: bool = True) -> dict[str, str]:
+                max_steps: int | None = None, examples: bool = True, prompt_style: str = "fewshot",
+                chat_template: str | None = None) -> dict[str, str]:
     """``{"task_id", "prompt", "completion"}`` of one path: the prompt is `CodeEnv`'s first observation
-    prompt (`build_prompt` with no steps, so it ends with the first step's header); the completion is
-    the rest of the episode's text after it: the steps (`format_steps`) through the last `STEP_END`.
-    Raises `TrainingError` when the steps do not continue that prompt (e.g. the forced last step of a
-    direct-mode path lacks its title, which `CodeEnv` always writes)."""
-    prompt = build_prompt(problem, mode, (), 1 if mode == "direct" else max_steps, show_tests=show_tests,
-                          examples=examples)
-    full = build_prompt_prefix(problem, mode, show_tests, examples) + format_steps(steps).rstrip("\n")
+    prompt (`build_prompt` with no steps, so it ends with the first step's header; ``instruct``: inside
+    the assistant turn of `chat_template`); the completion is the rest of the episode's text after it:
+    the steps (`format_steps`) through the last `STEP_END`. Raises `TrainingError` when the steps do
+    not continue that prompt (e.g. the forced last step of a direct-mode path lacks its title, which
+    `CodeEnv` always writes)."""
+    shots = examples if prompt_style == "fewshot" else None  # instruct: the env's default (none)
+    prefix = build_prompt_prefix(problem, mode, show_tests, shots, prompt_style, chat_template)
+    prompt = build_prompt(problem, mode, (), 1 if mode == "direct" else max_steps, prefix=prefix)
+    full = prefix + format_steps(steps).rstrip("\n")
     if not full.startswith(prompt) or not full.endswith(STEP_END):
         raise TrainingError(f"{problem.task_id}: the path's steps do not continue the env's prompt "
                             f"(mode {mode!r}): not a trajectory of this mode")
@@ -240,7 +256,8 @@ def sft_example(problem: Problem, steps: Sequence[str], mode: str, show_tests: s
 
 def build_sft_examples(records: Sequence[TrajectoryRecord], problems: Sequence[Problem], mode: str,
                        show_tests: str = "first", max_steps: int | None = None, examples: bool = True,
-                       max_paths_per_problem: int = 2, source: str = "trajectories") -> list[dict[str, str]]:
+                       max_paths_per_problem: int = 2, source: str = "trajectories", prompt_style: str = "fewshot",
+                       chat_template: str | None = None) -> list[dict[str, str]]:
     """The SFT examples (`sft_example`) of the correct paths (`correct_paths`) of `records`, after
     `check_train_split` and a check that every record has `mode`. Returns [] when no path passed."""
     by_id = {p.task_id: p for p in problems}
@@ -249,7 +266,7 @@ def build_sft_examples(records: Sequence[TrajectoryRecord], problems: Sequence[P
     if modes:
         raise TrainingError(f"{source}: records of mode {', '.join(modes)}, not {mode!r}: give the collection's "
                             "mode (one mode per SFT run)")
-    return [sft_example(by_id[r.task_id], r.texts, mode, show_tests, max_steps, examples)
+    return [sft_example(by_id[r.task_id], r.texts, mode, show_tests, max_steps, examples, prompt_style, chat_template)
             for r in correct_paths(records, max_paths_per_problem)]
 
 
@@ -297,6 +314,8 @@ def _resolve(cfg: PolicySFTConfig, problems: Sequence[Problem] | None
         "max_steps": _agreed("max_steps", None, [(s.source, s.max_steps) for s in found], None),
         "dataset": _agreed("dataset", None, [(s.source, s.dataset) for s in found], cfg.dataset),
         "sanitized": _agreed("sanitized", None, [(s.source, s.sanitized) for s in found], False),
+        "prompt_style": _agreed("prompt_style", cfg.prompt_style, [(s.source, s.prompt_style) for s in found],
+                                "fewshot"),
     }
     if problems is None:
         problems = load_dataset(resolved["dataset"], TRAIN_SPLIT, sanitized=resolved["sanitized"])
@@ -337,12 +356,17 @@ def train_sft(config: PolicySFTConfig, problems: Sequence[Problem] | None = None
     cfg = config.validate()
     t0 = time.perf_counter()
     records, problems, settings = _resolve(cfg, problems)
-    rows = build_sft_examples(records, problems, settings["mode"], settings["show_tests"], settings["max_steps"],
-                              cfg.examples, cfg.max_paths_per_problem, source=", ".join(cfg.trajectories))
+    style = settings.pop("prompt_style")
+    build = functools.partial(build_sft_examples, records, problems, settings["mode"], settings["show_tests"],
+                              settings["max_steps"], cfg.examples, cfg.max_paths_per_problem,
+                              source=", ".join(cfg.trajectories), prompt_style=style)
+    rows = build()  # checked before the model loads; instruct prompts are rebuilt with its chat template
     if not rows:
         raise TrainingError(f"no path in {', '.join(cfg.trajectories)} passed its problem's tests: nothing to "
                             "fine-tune on (collect on more problems or with more rollouts)")
     run = Path(cfg.run_dir)
+    if style != "fewshot":  # absent means fewshot, as in runs pinned before the key existed
+        settings["prompt_style"] = style
     pin_config(run, {**dataclasses.asdict(cfg), **{f"collection_{k}": v for k, v in settings.items()}},
                ignore=("run_dir", "logging_steps", "save_steps", "save_total_limit", "device"))
     final = run / "final"
@@ -353,12 +377,14 @@ def train_sft(config: PolicySFTConfig, problems: Sequence[Problem] | None = None
 
     torch.manual_seed(cfg.seed)
     model, tok = load_for_training(cfg.model, cfg.dtype)
+    if style == "instruct":
+        rows = build(chat_template=chat_template_of(tok))
     kept = _drop_long(tok, rows, cfg.max_length)
     if not kept:
         raise TrainingError(f"every example is longer than max_length={cfg.max_length} tokens: raise max_length")
     write_jsonl(run / "examples.jsonl", kept)
-    log.info("sft: %d examples (%d problems) from %d records; mode %s, show_tests %s", len(kept),
-             len({r["task_id"] for r in kept}), len(records), settings["mode"], settings["show_tests"])
+    log.info("sft: %d examples (%d problems) from %d records; mode %s, show_tests %s, prompt %s", len(kept),
+             len({r["task_id"] for r in kept}), len(records), settings["mode"], settings["show_tests"], style)
     stage = run / "train"
     args = SFTConfig(**trainer_args(cfg, stage, cfg.epochs, cfg.max_steps), completion_only_loss=True,
                      packing=False, use_cpu=cfg.device == "cpu")
