@@ -46,6 +46,8 @@ from typing import Any, Sequence
 from o1code.data import Problem, load_dataset
 from o1code.agents.ppo_config import PPOConfig
 from o1code.data.formats import MODES, SHOW_TESTS
+from o1code.data.prompts import PROMPT_STYLES
+from o1code.models import chat_template_of
 from o1code.pipeline.compare import paired_line
 from o1code.pipeline.errors import PipelineError
 from o1code.pipeline.eval_report import percent_ci
@@ -86,6 +88,7 @@ class PPORunConfig(PPOConfig):
         mode: Reasoning format (pseudocode, vanilla, direct).
         max_steps: Steps per episode (direct: 1).
         show_tests: Tests shown in the prompt (none, first, all).
+        prompt_style: fewshot (None) or instruct (the policy's chat template in the env's prompt, `o1code.data.prompts`).
         tests: Reward tests: visible, tcg[:MODEL] or dataset (all tests of a train problem).
         reward: binary (1 when every reward test passes, else 0) or pass_fraction.
         alpha: pass_fraction: weight of compiling in the reward.
@@ -119,6 +122,7 @@ class PPORunConfig(PPOConfig):
     mode: str = "pseudocode"
     max_steps: int = 4
     show_tests: str = "first"
+    prompt_style: str | None = None  # None: fewshot (run.json files from before the key still resume)
     tests: str = "visible"
     reward: str = "binary"
     alpha: float = 0.0
@@ -137,6 +141,10 @@ class PPORunConfig(PPOConfig):
             raise PipelineError(f"unknown show_tests {self.show_tests!r}; choose one of {', '.join(SHOW_TESTS)}")
         if self.tests not in ("visible", "dataset") and not (self.tests == "tcg" or self.tests.startswith("tcg:")):
             raise PipelineError(f"unknown tests {self.tests!r}; choose visible, tcg, tcg:MODEL or dataset")
+        if self.prompt_style not in (None, *PROMPT_STYLES):
+            raise PipelineError(f"unknown prompt_style {self.prompt_style!r}; choose {' or '.join(PROMPT_STYLES)}")
+        if self.prompt_style == "instruct" and self.chat_template:  # the template would be applied twice
+            raise PipelineError("prompt_style instruct renders the chat template into the prompt: leave chat_template off")
         if self.reward not in REWARD_FORMS:
             raise PipelineError(f"unknown reward {self.reward!r}; choose one of {', '.join(REWARD_FORMS)}")
         if self.eval_split == "train":
@@ -237,7 +245,7 @@ class HeldOutEval:
         return EvalConfig(agent="policy", mode=c.mode, model=f"ppo:{Path(c.run_dir).name}@{update}", dataset=c.dataset,
                           split=c.eval_split, sanitized=c.sanitized, limit=c.eval_limit, seed=c.seed,
                           run_dir=str(self.root / f"update-{update:04d}"), max_steps=c.max_steps, tests="visible",
-                          show_tests=c.show_tests, timeout_s=c.timeout_s,
+                          show_tests=c.show_tests, prompt_style=c.prompt_style, timeout_s=c.timeout_s,
                           max_step_tokens=c.eval_max_step_tokens or c.max_step_tokens)
 
     def run(self, policy: Any, update: int) -> dict[str, float]:
@@ -406,7 +414,8 @@ def run_ppo(config: PPORunConfig, progress: bool = True, policy: Any = None, san
             return CodeEnv(mode=config.mode, problems=problems, max_steps=config.max_steps, tests=tests,
                            show_tests=config.show_tests, reward=config.reward,
                            alpha=config.alpha, truncation_reward=config.truncation_reward, sandbox=sandbox,
-                           timeout_s=config.timeout_s, process_reward=prm)
+                           timeout_s=config.timeout_s, process_reward=prm,
+                           prompt_style=config.prompt_style or "fewshot", chat_template=chat_template_of(policy))
 
         task_ids = [p.task_id for p in problems]
         random.Random(config.seed).shuffle(task_ids)
