@@ -33,8 +33,10 @@ from typing import Any, Callable, Sequence
 from o1code.agents import LLMAgent, LLMConfig
 from o1code.agents.llm import problem_seed
 from o1code.data import Problem
+from o1code.data.prompts import PROMPT_STYLES
 from o1code.data.trajectories import pairwise_examples, pointwise_examples, read_trajectories
 from o1code.envs import CodeEnv, EvalInfo
+from o1code.models import chat_template_of
 from o1code.pipeline.errors import PipelineError
 from o1code.pipeline.evaluate import EvalConfig, load_step_generator, run_eval, select_problems
 from o1code.rewards.process import default_question
@@ -70,6 +72,8 @@ class PRMCollectConfig:
                                                     "self-play iteration)", "metavar": "DIR"})
     value_weight: float | None = field(default=None, metadata={"help": "weight of the PRM's value in UCT "
                                                                "selection (default 1 with --prm)", "metavar": "W"})
+    prompt_style: str | None = field(default=None, metadata={"help": "fewshot (the default) or instruct (see "
+                                                             "`o1code eval --prompt-style`)"})
 
     def eval_config(self) -> EvalConfig:
         if self.split not in ("train", "validation"):
@@ -81,7 +85,7 @@ class PRMCollectConfig:
                           limit=self.limit, seed=self.seed, run_dir=str(Path(self.run_dir) / "search"),
                           max_steps=self.max_steps, tests="dataset", show_tests=self.show_tests,
                           max_step_tokens=self.max_step_tokens, rollouts=self.rollouts, children=self.children,
-                          prm=self.prm, value_weight=self.value_weight)
+                          prm=self.prm, value_weight=self.value_weight, prompt_style=self.prompt_style)
 
 
 def prm_rows(trajectories: Path, problems: Sequence[Problem], mode: str, show_tests: str, split: str,
@@ -156,6 +160,7 @@ class BestOfNConfig:
     temperature: float = 0.8
     top_p: float = 0.95
     top_k: int = 40
+    prompt_style: str | None = field(default=None, metadata={"help": "fewshot (the default) or instruct"})
     aggregate: str = field(default="last", metadata={"help": "a trajectory's score: last step, min or mean"})
     rows: str = field(default="", metadata={"help": "held-out rows (`prm collect --split validation`) for step "
                                             "AUC and pair accuracy; empty: best-of-N only", "metavar": "FILE"})
@@ -167,6 +172,8 @@ class BestOfNConfig:
             raise PipelineError(f"aggregate must be one of {', '.join(AGGREGATES)}")
         if self.n < 1:
             raise PipelineError("n must be >= 1")
+        if self.prompt_style not in (None, *PROMPT_STYLES):
+            raise PipelineError(f"unknown prompt_style {self.prompt_style!r}; choose {' or '.join(PROMPT_STYLES)}")
         if self.rows and not Path(self.rows).is_file():
             raise PipelineError(f"no rows file {self.rows!r}")
         if self.rows and not self.prm:
@@ -238,7 +245,8 @@ def best_of_n(config: BestOfNConfig, generator: Any = None, prm: Any = None, san
         sandbox = sandbox or LocalSandbox(workers=1)
         try:
             env = CodeEnv(mode=config.mode, problems=problems, max_steps=config.max_steps, tests="visible",
-                          show_tests=config.show_tests, sandbox=sandbox)
+                          show_tests=config.show_tests, sandbox=sandbox, prompt_style=config.prompt_style or "fewshot",
+                          chat_template=chat_template_of(generator))
             for k, problem in enumerate(todo, 1):
                 t0 = time.perf_counter()
                 row = {"task_id": problem.task_id, "known_bad": problem.known_bad,

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from o1code.data.formats import MODES, SHOW_TESTS
+from o1code.data.prompts import PROMPT_STYLES
 from o1code.pipeline.errors import PipelineError
 from o1code.pipeline.evaluate import EvalConfig
 from o1code.pipeline.ppo import PPORunConfig
@@ -26,14 +27,16 @@ TABLES: dict[str, type] = {"tcg_train": TCGTrainConfig, "tcg_eval": TCGEvalConfi
 OWNED: dict[str, frozenset[str]] = {
     "tcg_train": frozenset({"out_dir", "split", "limit", "seed", "show_example"}),
     "tcg_eval": frozenset({"model", "split", "limit", "run_dir", "problems_jsonl"}),
-    "collect": frozenset({"model", "dataset", "split", "limit", "seed", "run_dir", "mode", "show_tests",
+    "collect": frozenset({"model", "dataset", "split", "limit", "seed", "run_dir", "mode", "show_tests", "prompt_style",
                           "max_steps", "max_step_tokens", "rollouts", "children", "prm", "value_weight"}),
-    "sft": frozenset({"trajectories", "run_dir", "model", "dataset", "mode", "show_tests", "seed", "device"}),
+    "sft": frozenset({"trajectories", "run_dir", "model", "dataset", "mode", "show_tests", "prompt_style", "seed",
+                      "device"}),
     "prm": frozenset({"data", "run_dir", "seed", "device"}),
     "rl": frozenset({"model", "run_dir", "seed", "device", "dataset", "train_limit", "train_tasks", "mode",
-                     "max_steps", "show_tests", "tests", "prm"}),
+                     "max_steps", "show_tests", "prompt_style", "tests", "prm"}),
     "eval": frozenset({"agent", "mode", "model", "dataset", "split", "limit", "tasks", "seed", "run_dir",
-                       "max_steps", "tests", "show_tests", "max_step_tokens", "prm", "value_weight", "ray"}),
+                       "max_steps", "tests", "show_tests", "prompt_style", "max_step_tokens", "prm", "value_weight",
+                       "ray"}),
 }
 EVAL_AGENTS = ("greedy", "sample", "mcts")
 #: Settings a resumed run may change: where it is written, how many iterations, and the hardware
@@ -57,6 +60,8 @@ class SelfPlayConfig:
         seed: Seed of every stage (iteration I's collection and RL use seed + I, so new data differs).
         mode: Reasoning format (pseudocode, vanilla, direct) of every stage.
         show_tests: Tests shown in prompts (none, first, all); the judging tests stay hidden either way.
+        prompt_style: The prompts of every stage: fewshot (None) or instruct (the policy's chat template
+            around an EvalPlus-style instruction; `o1code.data.prompts`).
         max_steps: Steps per episode, in every stage.
         max_step_tokens: Tokens per step, in every stage.
         train_limit: The first N problems of the train split (collection, TCG and RL).
@@ -84,6 +89,7 @@ class SelfPlayConfig:
     seed: int = 0
     mode: str = "pseudocode"
     show_tests: str = "first"
+    prompt_style: str | None = None  # None: fewshot (runs pinned before the key existed still resume)
     max_steps: int = 4
     max_step_tokens: int = 256
     train_limit: int = 40
@@ -112,6 +118,8 @@ class SelfPlayConfig:
             raise PipelineError(f"unknown mode {self.mode!r}; choose one of {', '.join(MODES)}")
         if self.show_tests not in SHOW_TESTS:
             raise PipelineError(f"unknown show_tests {self.show_tests!r}; choose one of {', '.join(SHOW_TESTS)}")
+        if self.prompt_style not in (None, *PROMPT_STYLES):
+            raise PipelineError(f"unknown prompt_style {self.prompt_style!r}; choose {' or '.join(PROMPT_STYLES)}")
         if self.tests not in ("visible", "tcg", "dataset"):
             raise PipelineError(f"unknown tests {self.tests!r}; choose visible, tcg or dataset")
         if self.tests == "tcg" and not self.tcg:

@@ -97,7 +97,8 @@ def _eval_stage(ctx: _Context, stage: Stage, policy: str, prm: Path | None) -> t
         guided = agent == "mcts" and prm is not None and c.prm_value_weight > 0
         ev = EvalConfig(**{"agent": agent, "mode": c.mode, "model": policy, "dataset": c.dataset, "split": c.eval_split,
                            "limit": c.eval_limit, "seed": c.seed, "run_dir": str(d / agent), "max_steps": c.max_steps,
-                           "tests": "visible", "show_tests": c.show_tests, "max_step_tokens": c.max_step_tokens,
+                           "tests": "visible", "show_tests": c.show_tests, "prompt_style": c.prompt_style,
+                           "max_step_tokens": c.max_step_tokens,
                            "rollouts": c.rollouts, "children": c.children,
                            "prm": str(prm) if guided else None, "value_weight": c.prm_value_weight if guided else None,
                            **c.table("eval")})
@@ -121,7 +122,7 @@ def _collect_stage(ctx: _Context, stage: Stage) -> tuple[Any, dict, dict, dict]:
     guided = prm is not None and c.prm_value_weight > 0
     cfg = PRMCollectConfig(**{"model": policy, "dataset": c.dataset, "split": "train", "limit": c.train_limit,
                               "seed": c.seed + i, "run_dir": str(stage.dir(ctx.run)), "mode": c.mode,
-                              "show_tests": c.show_tests, "max_steps": c.max_steps,
+                              "show_tests": c.show_tests, "prompt_style": c.prompt_style, "max_steps": c.max_steps,
                               "max_step_tokens": c.max_step_tokens, "rollouts": c.rollouts, "children": c.children,
                               "prm": str(prm) if guided else None,
                               "value_weight": c.prm_value_weight if guided else None, **c.table("collect")})
@@ -143,7 +144,8 @@ def _sft_stage(ctx: _Context, stage: Stage) -> tuple[Any, dict, dict, dict]:
     trajectories = [ctx.out(k, "trajectories") for k in ctx.manifests if k.endswith("/collect")]
     cfg = PolicySFTConfig(**{"model": c.model, "dtype": c.dtype, **c.table("sft"),
                              "trajectories": [str(t) for t in trajectories], "run_dir": str(stage.dir(ctx.run)),
-                             "dataset": c.dataset, "mode": c.mode, "show_tests": c.show_tests, "seed": c.seed,
+                             "dataset": c.dataset, "mode": c.mode, "show_tests": c.show_tests,
+                             "prompt_style": c.prompt_style, "seed": c.seed,
                              "device": c.device})
     res = train_sft(cfg)
     figures = {"examples": res.examples, "problems": res.problems, "records": res.records,
@@ -186,7 +188,8 @@ def _rl_stage(ctx: _Context, stage: Stage) -> tuple[Any, dict, dict, dict]:
     cfg = PPORunConfig(**{"eval_limit": 0, "max_step_tokens": c.max_step_tokens, "dtype": c.dtype, **c.table("rl"),
                           "model": policy, "run_dir": str(stage.dir(ctx.run)), "seed": c.seed + i,
                           "device": c.device, "dataset": c.dataset, "train_limit": c.train_limit, "mode": c.mode,
-                          "max_steps": c.max_steps, "show_tests": c.show_tests, "tests": tests,
+                          "max_steps": c.max_steps, "show_tests": c.show_tests, "prompt_style": c.prompt_style,
+                          "tests": tests,
                           "prm": str(prm) if c.prm_reward and prm is not None else None})
     res = run_ppo(cfg, progress=ctx.progress)
 
