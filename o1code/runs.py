@@ -16,8 +16,10 @@ losing finished work. The rules, in one place:
   stored settings with the new ones and refuses, naming every differing key, when results would mix.
 - **Stage markers** (`mark_done`, `is_done`): ``STAGE.done`` files for multi-stage pipelines; a
   stage that finds its marker is skipped on resume.
+- **A loop's commit point** (`ResultLog`): a problem's trajectories, then its result line.
 
-Bottom layer: this module imports only the standard library and `o1code.errors`.
+Bottom layer: this module imports only the standard library and `o1code.errors` (and tqdm, for
+`ResultLog`'s progress bar).
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ import re
 import secrets
 import time
 from pathlib import Path
-from typing import IO, Any, Iterable, Iterator, Mapping
+from typing import IO, Any, Callable, Iterable, Iterator, Mapping
 
 from o1code.errors import RunDirError
 
@@ -249,7 +251,55 @@ def is_done(run_dir: str | os.PathLike, stage: str) -> bool:
     return _marker(run_dir, stage).is_file()
 
 
+# -- a problem loop's commit point ---------------------------------------------------------------
+
+
+class ResultLog:
+    """The commit point of a loop over problems (the local evaluation and the Ray driver): each finished
+    problem's trajectory records, then its result line (the commit point: a resume skips the problems
+    that have one), appended to ``RUN/trajectories.jsonl`` and ``RUN/results.jsonl``; then the caller's
+    `on_problem` and a progress bar (tqdm, when `progress`) showing Pass@1 over `rows`.
+
+    `rows` is the caller's list (committed rows are appended to it); `todo` the problems still to play,
+    of `total`. Use as a context manager, so that the bar closes."""
+
+    def __init__(self, run_dir: str | os.PathLike, rows: list[dict[str, Any]], *, total: int, todo: int, desc: str,
+                 progress: bool = True, on_problem: Callable[[dict[str, Any]], None] | None = None) -> None:
+        self.results = Path(run_dir) / "results.jsonl"
+        self.trajectories = Path(run_dir) / "trajectories.jsonl"
+        self.rows = rows
+        self.on_problem = on_problem
+        self.bar = None
+        if progress:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, initial=total - todo, desc=desc, unit="problem")
+
+    def commit(self, row: dict[str, Any], trajectories: Iterable[Any] = ()) -> None:
+        """Append `trajectories`, then `row` (the commit point); report it."""
+        records = list(trajectories)
+        if records:
+            append_jsonl(self.trajectories, records)
+        append_jsonl(self.results, [row])
+        self.rows.append(row)
+        if self.on_problem is not None:
+            self.on_problem(row)
+        if self.bar is not None:
+            self.bar.update(1)
+            self.bar.set_postfix(pass_at_1=f"{sum(r['passed'] for r in self.rows)}/{len(self.rows)}")
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+    def __enter__(self) -> "ResultLog":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
 __all__ = [
-    "CONFIG_FILE", "append_jsonl", "atomic_open", "config_changes", "digest", "is_done", "load_config", "mark_done",
+    "CONFIG_FILE", "ResultLog", "append_jsonl", "atomic_open", "config_changes", "digest", "is_done", "load_config", "mark_done",
     "pin_config", "read_jsonl", "write_atomic", "write_jsonl",
 ]

@@ -38,7 +38,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
-from o1code.runs import append_jsonl, read_jsonl
+from o1code.runs import ResultLog, read_jsonl
 from o1code.sandboxes import LocalSandbox, SandboxConfig, SandboxUnavailableError
 
 from ._ray import actor_lost_errors, free_cpus, connect, import_ray, unwrap
@@ -153,12 +153,10 @@ def evaluate_on_ray(
     sandbox_config = sandbox_config if isinstance(sandbox_config, SandboxConfig) else SandboxConfig()
     # The opt-out from confinement ($O1CODE_SANDBOX=unsafe) is the driver's decision, not a node's.
     sandbox_config = dataclasses.replace(sandbox_config, isolation=sandbox_config.resolved_isolation().value)
-    results_path = Path(run_dir) / "results.jsonl"
-    trajectories_path = Path(run_dir) / "trajectories.jsonl"
 
     owns = connect(config.ray)
     actors: dict[int, Any] = {}
-    bar = None
+    results = None
     try:
         n = workers or max(1, int(free_cpus() // num_cpus))
         n = max(1, min(n, len(todo)))
@@ -198,16 +196,12 @@ def evaluate_on_ray(
 
         log.info("playing %d problems on %d Ray workers (%g CPU, %g GPU each)", len(todo), n, num_cpus, num_gpus)
         start(range(n))
-        if progress:
-            from tqdm import tqdm
-
-            total = total or len(todo)
-            bar = tqdm(total=total, initial=total - len(todo), desc=f"{config.agent}/{config.mode} (ray x{n})",
-                       unit="problem")
+        rows: list[dict[str, Any]] = []  # the new ones
+        results = ResultLog(run_dir, rows, total=total or len(todo), todo=len(todo),
+                            desc=f"{config.agent}/{config.mode} (ray x{n})", progress=progress, on_problem=on_problem)
         pending = collections.deque(todo)
         inflight: dict[Any, tuple[int, Any]] = {}
         deaths: collections.Counter = collections.Counter()
-        rows: list[dict[str, Any]] = []
 
         def submit(i: int) -> None:
             if pending:
@@ -239,20 +233,12 @@ def evaluate_on_ray(
                 pending.appendleft(p)
                 submit(i)
                 continue
-            if records:  # the trajectories first, then the result line: the commit point
-                append_jsonl(trajectories_path, records)
-            append_jsonl(results_path, [row])
-            rows.append(row)
-            if on_problem is not None:
-                on_problem(row)
-            if bar is not None:
-                bar.update(1)
-                bar.set_postfix(pass_at_1=f"{sum(r['passed'] for r in rows)}/{len(rows)} new")
+            results.commit(row, records)  # the trajectories first, then the result line: the commit point
             submit(i)
         return rows
     finally:
-        if bar is not None:
-            bar.close()
+        if results is not None:
+            results.close()
         if actors:
             try:
                 ray.get([a.close.remote() for a in actors.values()], timeout=10)

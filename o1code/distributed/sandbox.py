@@ -36,7 +36,7 @@ import time
 from typing import Any, Optional, Sequence
 
 from o1code.sandboxes import (CallResult, ExecutionResult, Job, LocalSandbox, SandboxConfig,
-                              SandboxUnavailableError, Test, TestOutcome, Verdict)
+                              SandboxHandle, SandboxUnavailableError, Test, TestOutcome, Verdict)
 
 from ._ray import actor_lost_errors, free_cpus, connect, import_ray, unwrap
 from .errors import RayClusterError
@@ -79,7 +79,7 @@ class _Slot:
     index: int
 
 
-class RaySandbox:
+class RaySandbox(SandboxHandle):
     """Runs untrusted code against tests on Ray actors, each owning a `LocalSandbox` on its node.
 
     The `Sandbox` protocol (`run`, `run_many`, `close`) plus `evaluate` and `isolation_summary`, like
@@ -324,22 +324,6 @@ class RaySandbox:
         finally:
             if self._owns_ray and self._ray.is_initialized():
                 self._ray.shutdown()
-
-    def __deepcopy__(self, memo: dict) -> "RaySandbox":
-        # A shared service handle, like LocalSandbox (gym.make deep-copies its kwargs).
-        return self
-
-    def __enter__(self) -> "RaySandbox":
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
-
-    def __del__(self) -> None:
-        try:
-            self.close()
-        except Exception:
-            pass
 
     def __repr__(self) -> str:
         return (f"RaySandbox(actors={len(self._actors)}, num_cpus={self.num_cpus:g}, "

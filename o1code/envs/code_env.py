@@ -170,14 +170,17 @@ class CodeEnv(gym.Env[Observation, str]):
             tests = VisibleTests()
         elif tests == "dataset":
             tests = DatasetTests()
-        elif isinstance(tests, str) and (tests == "tcg" or tests.startswith("tcg:")):
+        elif isinstance(tests, str) and tests.partition(":")[0] == "tcg":
+            from o1code.models import parse_spec
             from o1code.rewards.tcg import TCGConfig, TestCaseGenerator  # lazy: the model loads on first use
 
             # Off the train split the generator sees neither the reference nor the hidden tests.
             training = all(p.split == "train" for p in problems)
             cfg = TCGConfig(use_reference=training, fallback_to_dataset=training)
-            # "tcg" uses the default model, "tcg:SPEC" any load_generator spec; the env's sandbox runs the reference.
-            tests = TestCaseGenerator(tests[4:] or "default", sandbox=lambda: self.sandbox, config=cfg)
+            # "tcg" uses the default model, "tcg:SPEC" any model spec, parsed now so that a bad one fails
+            # here rather than at the first reward; the env's sandbox runs the reference.
+            model = parse_spec(tests.partition(":")[2] or "default").text
+            tests = TestCaseGenerator(model, sandbox=lambda: self.sandbox, config=cfg)
         elif isinstance(tests, str):
             raise EnvError(f"unknown tests {tests!r}: pass 'visible', 'dataset', 'tcg', 'tcg:MODEL' "
                            "or a TestSource object")

@@ -58,7 +58,7 @@ from o1code.models import Generator, chat_template_of, load_generator
 from o1code.pipeline.errors import PipelineError
 from o1code.pipeline.eval_report import markdown_table, summarise, write_report  # noqa: F401 (re-exported)
 from o1code.rewards import is_oracle
-from o1code.runs import append_jsonl, pin_config, read_jsonl, write_atomic, write_jsonl
+from o1code.runs import ResultLog, append_jsonl, pin_config, read_jsonl, write_atomic, write_jsonl
 from o1code.sandboxes import LocalSandbox, Sandbox
 
 log = logging.getLogger(__name__)
@@ -419,24 +419,12 @@ def run_eval(
                     top_k=None if greedy else config.top_k, max_step_tokens=config.max_step_tokens, seed=config.seed))
             if serve is not None:  # a Ray worker: it plays the problems it is sent with this env and agent
                 return serve(functools.partial(_solve, env, agent, config, isolation))
-            bar = None
-            if progress:
-                from tqdm import tqdm
-
-                bar = tqdm(total=len(problems), initial=len(problems) - len(todo), desc=f"{config.agent}/{config.mode}", unit="problem")
             try:
-                for p in todo:
-                    row = _solve(env, agent, config, isolation, p, run_dir / "trajectories.jsonl", on_rollout)
-                    append_jsonl(results_path, [row])
-                    rows.append(row)
-                    if on_problem is not None:
-                        on_problem(row)
-                    if bar is not None:
-                        bar.update(1)
-                        bar.set_postfix(pass_at_1=f"{sum(r['passed'] for r in rows)}/{len(rows)}")
+                with ResultLog(run_dir, rows, total=len(problems), todo=len(todo), desc=f"{config.agent}/{config.mode}",
+                               progress=progress, on_problem=on_problem) as results:
+                    for p in todo:  # MCTS appends the problem's trajectories itself, before its result line
+                        results.commit(_solve(env, agent, config, isolation, p, run_dir / "trajectories.jsonl", on_rollout))
             finally:
-                if bar is not None:
-                    bar.close()
                 env.close()
 
     wanted = {p.task_id for p in problems}

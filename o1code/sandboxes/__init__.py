@@ -12,10 +12,10 @@ with LocalSandbox(workers=2) as sb:
 from .errors import InvalidTestError, SandboxError, SandboxUnavailableError
 from .grading import CallResult, TestPlan, decode_value, evaluate_test, parse_test, top_level_names
 from .local import IsolationLevel, LocalSandbox, SandboxConfig
-from .types import ExecutionResult, Job, Sandbox, Test, TestCase, TestOutcome, Verdict
+from .types import ExecutionResult, Job, Sandbox, SandboxHandle, Test, TestCase, TestOutcome, Verdict
 
 __all__ = [
     "CallResult", "ExecutionResult", "InvalidTestError", "IsolationLevel", "Job", "LocalSandbox", "Sandbox",
-    "SandboxConfig", "SandboxError", "SandboxUnavailableError", "Test", "TestCase", "TestOutcome",
+    "SandboxConfig", "SandboxError", "SandboxHandle", "SandboxUnavailableError", "Test", "TestCase", "TestOutcome",
     "TestPlan", "Verdict", "decode_value", "evaluate_test", "parse_test", "top_level_names",
 ]

@@ -33,7 +33,7 @@ from .errors import InvalidTestError, SandboxUnavailableError, WorkerError
 from .grading import CallResult, parse_test, top_level_names
 from .isolation import SANDBOX_ENV, IsolationLevel, SandboxConfig, bwrap_argv, choose_bwrap, interpreter  # noqa: F401 (re-exported)
 from .processes import _WORKER_SOURCE, _alive, _descendants, _Worker, encode_request  # noqa: F401 (re-exported)
-from .types import ExecutionResult, Job, Test, TestOutcome, Verdict
+from .types import ExecutionResult, Job, SandboxHandle, Test, TestOutcome, Verdict
 from .verdicts import call_results, grade, infrastructure_message
 
 log = logging.getLogger(__name__)
@@ -63,7 +63,7 @@ def _find_libseccomp() -> Optional[str]:
 
 # ------------------------------------------------------------------------------------- sandbox
 
-class LocalSandbox:
+class LocalSandbox(SandboxHandle):
     """Runs untrusted code against tests in a pool of isolated workers; grades on the host.
 
     ``with LocalSandbox(workers=2) as sb: r = sb.run(code, tests)``. Thread-safe: any number of
@@ -200,22 +200,6 @@ class LocalSandbox:
         self._spawner.shutdown(wait=True)
         if self._hostdir:
             shutil.rmtree(self._hostdir, ignore_errors=True)
-
-    def __deepcopy__(self, memo: dict) -> "LocalSandbox":
-        # A sandbox is a shared service handle (gym.make deep-copies its kwargs): never clone workers.
-        return self
-
-    def __enter__(self) -> "LocalSandbox":
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
-
-    def __del__(self) -> None:
-        try:
-            self.close()
-        except Exception:
-            pass
 
     # -- running -----------------------------------------------------------------------------
 

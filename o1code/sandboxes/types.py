@@ -1,10 +1,11 @@
-"""Public types of `o1code.sandboxes`: verdicts, test cases, jobs, results, the Sandbox protocol."""
+"""Public types of `o1code.sandboxes`: verdicts, test cases, jobs, results, the Sandbox protocol and
+the `SandboxHandle` base of the sandbox classes."""
 
 from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
-from typing import Any, Protocol, Sequence, Union, runtime_checkable
+from typing import Any, Protocol, Sequence, TypeVar, Union, runtime_checkable
 
 
 class Verdict(str, enum.Enum):
@@ -124,3 +125,30 @@ class Sandbox(Protocol):
     def close(self) -> None:
         """Release workers; idempotent."""
         ...
+
+
+_H = TypeVar("_H", bound="SandboxHandle")
+
+
+class SandboxHandle:
+    """What every sandbox class shares (`LocalSandbox`, `RaySandbox`): a context manager that calls
+    `close`, closed when collected, and never copied. A sandbox is a shared service handle: gym.make
+    deep-copies its kwargs, and a copy must not clone the workers."""
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def __deepcopy__(self: _H, memo: dict) -> _H:
+        return self
+
+    def __enter__(self: _H) -> _H:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:  # a half-built sandbox, or the interpreter shutting down
+            pass
