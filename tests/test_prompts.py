@@ -303,3 +303,21 @@ def test_sft_prompt_is_the_instruct_envs(tmp_path):
     with pytest.raises(TrainingError, match="prompt_style"):
         train_sft(PolicySFTConfig(trajectories=[str(run / "trajectories.jsonl")], prompt_style="fewshot",
                                   run_dir=str(tmp_path / "sft")), problems=train)
+
+
+def test_ppo_selfplay_and_prm_collect_pass_the_style_through(tmp_path):
+    from o1code.pipeline.errors import PipelineError
+    from o1code.pipeline.ppo import HeldOutEval, PPORunConfig
+    from o1code.pipeline.prm import PRMCollectConfig
+    from o1code.pipeline.selfplay.config import SelfPlayConfig
+
+    ppo = PPORunConfig(prompt_style="instruct", run_dir=str(tmp_path / "ppo"))
+    assert HeldOutEval(ppo, tmp_path / "ppo", None, 0).eval_config(0).prompt_style == "instruct"
+    assert ppo.run_settings()["prompt_style"] == "instruct"  # pinned in run.json
+    with pytest.raises(PipelineError, match="chat_template"):
+        PPORunConfig(prompt_style="instruct", chat_template=True)
+    assert PRMCollectConfig(prompt_style="instruct").eval_config().prompt_style == "instruct"
+    with pytest.raises(PipelineError, match="prompt_style"):
+        SelfPlayConfig(prompt_style="chat")
+    with pytest.raises(PipelineError, match="prompt_style is set by self-play"):
+        SelfPlayConfig(eval={"prompt_style": "instruct"})
