@@ -41,30 +41,46 @@ from o1code.data.formats import STEP_END
 
 @dataclass
 class TRLRun:
-    """What `run_trl_grpo` measured: seconds of each update (generation, reward and optimizer steps),
-    the mean reward and judging-test pass fraction of each update's completions, and the model load time."""
+    """What `run_trl_grpo` measured, one entry per update: wall seconds (generation, reward and optimizer
+    steps), seconds inside the model's `generate` and inside the reward functions (the rest is TRL's log-prob
+    passes and the optimizer steps), the mean reward and judging-test pass fraction of the completions; and
+    the model's load time."""
 
     update_seconds: list[float] = field(default_factory=list)
+    generate_seconds: list[float] = field(default_factory=list)
+    reward_seconds: list[float] = field(default_factory=list)
     rewards: list[float] = field(default_factory=list)
     judging: list[float] = field(default_factory=list)
     load_seconds: float = 0.0
     steps_per_update: int = 0
+    clock: dict = field(default_factory=lambda: {"generate": 0.0, "reward": 0.0})
+
+    def row(self, i: int) -> str:
+        """Update `i` in one line."""
+        total, gen, rew = self.update_seconds[i], self.generate_seconds[i], self.reward_seconds[i]
+        return (f"update {i + 1}: {total:.1f} s (generate {gen:.1f}, reward {rew:.1f}, log-probs + optimizer "
+                f"{total - gen - rew:.1f}); reward {self.rewards[i]:.3f}, judging-test pass fraction {self.judging[i]:.3f}")
 
 
 class _UpdateClock(TrainerCallback):
-    """The wall time of each group of `steps` optimizer steps (one o1code update)."""
+    """Closes an update every `run.steps_per_update` optimizer steps: its wall time and the clock's phases,
+    printed as it ends (a long run shows its figures as it goes)."""
 
-    def __init__(self, steps: int, out: list[float]) -> None:
-        self.steps, self.out, self.t0 = steps, out, 0.0
+    def __init__(self, run: TRLRun) -> None:
+        self.run, self.t0 = run, 0.0
 
     def on_train_begin(self, args, state, control, **kw):
         self.t0 = time.perf_counter()
 
     def on_step_end(self, args, state, control, **kw):
-        if state.global_step % self.steps == 0:
-            now = time.perf_counter()
-            self.out.append(now - self.t0)
+        if state.global_step % self.run.steps_per_update == 0:
+            now, run = time.perf_counter(), self.run
+            run.update_seconds.append(now - self.t0)
+            run.generate_seconds.append(run.clock["generate"])
+            run.reward_seconds.append(run.clock["reward"])
+            run.clock.update(generate=0.0, reward=0.0)
             self.t0 = now
+            print(run.row(len(run.update_seconds) - 1), flush=True)
 
 
 def run_trl_grpo(model_spec: str, problems: Sequence[Problem], *, group_size: int = 4, episodes_per_update: int = 8,
@@ -92,8 +108,16 @@ def run_trl_grpo(model_spec: str, problems: Sequence[Problem], *, group_size: in
     model, tokenizer = load_causal_lm(model_spec)
     run.load_seconds = time.perf_counter() - t
     direct = mode == "direct"
-    if direct:  # stop at <Step_End> like o1code's rollouts (see the module docstring)
-        model.generate = functools.partial(model.generate, tokenizer=tokenizer)
+    generate = functools.partial(model.generate, tokenizer=tokenizer) if direct else model.generate
+
+    def timed_generate(*a, **kw):  # direct: stop at <Step_End> like o1code's rollouts (see the module docstring)
+        t = time.perf_counter()
+        try:
+            return generate(*a, **kw)
+        finally:
+            run.clock["generate"] += time.perf_counter() - t
+
+    model.generate = timed_generate
     per_update = episodes_per_update // group_size
     order = [problems[i % len(problems)] for i in range(updates * per_update)]
     with O1CodeTask(problems=list({p.task_id: p for p in order}.values()), mode=mode, max_steps=max_steps,
@@ -105,8 +129,10 @@ def run_trl_grpo(model_spec: str, problems: Sequence[Problem], *, group_size: in
         graded = task.reward
 
         def reward_fn(completions, **kw):  # o1code's reward, recording each update's means
+            t = time.perf_counter()
             out = graded(completions, **kw)
             judged = task.judging(completions, **kw)
+            run.clock["reward"] += time.perf_counter() - t
             run.rewards.append(sum(out) / len(out))
             run.judging.append(sum(judged) / len(judged))
             return out
@@ -126,7 +152,7 @@ def run_trl_grpo(model_spec: str, problems: Sequence[Problem], *, group_size: in
         trainer = GRPOTrainer(model, reward_funcs=[reward_fn] + ([task.prm] if task.prm else []), args=args,
                               processing_class=tokenizer, train_dataset=data,
                               peft_config=lora_config(r=lora_r, alpha=lora_alpha),
-                              callbacks=[_UpdateClock(run.steps_per_update, run.update_seconds)])
+                              callbacks=[_UpdateClock(run)])
         trainer.train()
     return run
 
@@ -145,12 +171,13 @@ def main() -> None:
 
     problems = [p for p in load_dataset("mbpp", "train") if not p.known_bad][: a.problems]
     load = os.getloadavg()[0]
+    print(f"TRL GRPOTrainer, {a.model}, {a.mode}, {a.episodes} episodes/update in groups of {a.group}, "
+          f"{a.max_step_tokens} tokens at most, {os.cpu_count()} CPUs, load {load:.2f} at the start", flush=True)
     run = run_trl_grpo(a.model, problems, group_size=a.group, episodes_per_update=a.episodes, updates=a.updates,
                        mode=a.mode, max_step_tokens=a.max_step_tokens)
-    print(f"TRL GRPOTrainer, {a.model}, {a.mode}, {a.episodes} episodes/update in groups of {a.group}, "
-          f"{run.steps_per_update} optimizer steps/update, {os.cpu_count()} CPUs, load {load:.2f} -> {os.getloadavg()[0]:.2f}")
-    print(f"model load {run.load_seconds:.1f} s; seconds per update: "
-          f"{' '.join(f'{s:.1f}' for s in run.update_seconds)} (median {statistics.median(run.update_seconds):.1f})")
+    print(f"model load {run.load_seconds:.1f} s; {run.steps_per_update} optimizer steps/update; seconds per update: "
+          f"{' '.join(f'{s:.1f}' for s in run.update_seconds)} (median {statistics.median(run.update_seconds):.1f}); "
+          f"load {os.getloadavg()[0]:.2f} at the end")
     print(f"reward per update: {' '.join(f'{r:.3f}' for r in run.rewards)}; judging-test pass fraction: "
           f"{' '.join(f'{r:.3f}' for r in run.judging)}")
 
