@@ -185,8 +185,9 @@ class O1CodeTask:
         name = f"o1code_{self.env.tests_name}_tests"
         if is_oracle(self.env.tests_name):
             name = f"ORACLE_{name}"
-            log.warning("ORACLE reward: the reward tests are the judging tests (tests=%r); the judging curve "
-                        "cannot show reward hacking and the figures are not honest", self.env.tests_name)
+            log.warning("ORACLE reward: the reward tests are the judging tests (tests=%r): the judging curve "
+                        "repeats the reward and cannot show reward hacking; judge on held-out problems",
+                        self.env.tests_name)
         self.reward = _RewardFunc(self, name, "reward")
         self.judging = _RewardFunc(self, JUDGING_NAME, "judging_pass")
         self.prm = _RewardFunc(self, PRM_NAME, "prm") if self.env.process_reward is not None else None
