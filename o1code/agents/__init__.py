@@ -1,4 +1,5 @@
-"""Things that act in the O1Code environments: LLM agents and MCTS over reasoning steps."""
+"""Things that act in the O1Code environments: LLM agents, MCTS over reasoning steps, and step-level
+PPO/GRPO (`ppo`, its torch-free `ppo_config`, the rollout engines in `rollout`)."""
 
 from o1code.agents.llm import Agent, LLMAgent, LLMConfig, problem_seed
 from o1code.agents.mcts import (

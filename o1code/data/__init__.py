@@ -1,5 +1,6 @@
-"""Coding problems: the `Problem` record, the bundled MBPP data set and user JSONL files; and the
-trajectory records of the search (`o1code.data.trajectories`).
+"""Coding problems and their text: the `Problem` record, the bundled MBPP and HumanEval data sets and
+user JSONL files (`load_dataset`), the step format, prompts and code extraction (`formats`, `prompts`,
+`extract`), and the trajectory records of the search (`o1code.data.trajectories`).
 
 MBPP (Austin et al. 2021, CC BY 4.0) ships inside the package, gzip-compressed and otherwise
 unchanged; loaders normalise Windows line ends in the code fields.

@@ -1,4 +1,5 @@
-"""Gymnasium environments over coding problems, and wrappers.
+"""Gymnasium environments over coding problems (`CodeEnv`: reasoning steps rewarded by executed tests),
+their typed records, and wrappers.
 
 `import o1code` registers the ids below; ``gym.make("o1code:O1Code-MBPP-v0")`` works without it.
 

@@ -1,7 +1,8 @@
-"""o1code.models: one text-generation interface over several backends, the offline default model,
-one HF loader (`load_causal_lm`, used by the hf backend, `Policy` and training), model specs parsed in
-one place (`parse_spec`), and a trainable Policy. Heavy libraries (torch, transformers, llama_cpp,
-vllm) load on first use."""
+"""o1code.models: one text-generation interface over several backends (llama.cpp, transformers, vLLM,
+OpenAI-compatible servers), the offline default model, one HF loader (`load_causal_lm`, used by the hf
+backend, `Policy` and training), model specs parsed in one place (`parse_spec`, `o1code.models.spec`),
+a trainable Policy, the process reward model (`prm`), and the export of trained weights into GGUF files
+(`gguf_export`, `lora_gguf`). Heavy libraries (torch, transformers, llama_cpp, vllm) load on first use."""
 
 from __future__ import annotations
 

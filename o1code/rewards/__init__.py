@@ -1,4 +1,6 @@
-"""Turning execution into reward: outcome rewards, test sources, and the paper's phi aggregation."""
+"""Turning execution into reward: outcome rewards and test sources with the paper's phi aggregation
+(`outcome`), process rewards over steps (`process`), the Test Case Generator (`tcg`) and AST mutants
+that measure how well tests discriminate (`mutants`)."""
 
 from o1code.rewards.errors import RewardError, TCGError
 from o1code.rewards.outcome import (

@@ -1,4 +1,5 @@
-"""o1code.sandboxes: run untrusted code against tests in isolated workers, grade on the host.
+"""o1code.sandboxes: run untrusted code against tests in isolated workers (bubblewrap, rlimits, seccomp),
+grade on the host; `LocalSandbox` and its settings, the verdicts, the `Sandbox` protocol.
 
 ```python
 from o1code.sandboxes import LocalSandbox

@@ -1,6 +1,7 @@
-"""What learns from files: the TCG's SFT and DPO today; policy SFT and the PRM (point-wise, pair-wise)
-next. Each stage reads records, trains with TRL/peft (`o1code.training.common`) and writes a model
-directory; ordering stages into a run is `o1code.pipeline`'s job.
+"""What learns from files: policy SFT on correct reasoning paths (`sft`), the PRM (`prm`, point-wise and
+pair-wise) and the TCG's SFT and DPO (`tcg`). Each stage reads records, trains with TRL/peft
+(`o1code.training.common`) and writes a model directory; ordering stages into a run is
+`o1code.pipeline`'s job (on-line RL, PPO/GRPO, is `o1code.agents.ppo`).
 
 Layering: training imports models, data and rewards, never pipeline or cli. Heavy libraries (torch,
 transformers, TRL, peft, datasets) load when a stage runs.
