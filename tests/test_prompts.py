@@ -66,6 +66,24 @@ REAL_SECOND_BLOCK_OF_TESTS = (
     'to each other than a specified threshold.')
 
 
+# humaneval/4 through `o1code eval --prompt-style instruct --mode direct` (the env's instruct prompt; the step
+# text after "### Step 1:"): a ```python block holding the model's own assert, then "### Explanation" prose.
+REAL_INSTRUCT_DIRECT_STEP = (
+    ' Write the Python code\n```python\nfrom typing import List\n\n\ndef mean_absolute_deviation(numbers: List[float]) '
+    '-> float:\n    """ For a given list of input numbers, calculate Mean Absolute Deviation\n    around the mean of '
+    'this dataset.\n    Mean Absolute Deviation is the average absolute difference between each\n    element and a '
+    'centerpoint (mean in this case):\n    MAD = average | x - x_mean |\n    >>> mean_absolute_deviation([1.0, 2.0, '
+    '3.0, 4.0])\n    1.0\n    """\n    if not numbers:\n        return 0.0\n\n    mean = sum(numbers) / len(numbers)\n'
+    '    absolute_deviations = [abs(x - mean) for x in numbers]\n    return sum(absolute_deviations) / '
+    'len(absolute_deviations)\n\n\n# Test the function with the provided test case\nassert mean_absolute_deviation(['
+    '1.0, 2.0, 3.0, 4.0]) == 1.0\n```\n\n### Explanation\n- **Function Definition**: The function '
+    '`mean_absolute_deviation` takes a list of numbers as input.\n- **Mean Calculation**: It calculates the mean of '
+    'the numbers using the formula `sum(numbers) / len(numbers)`.\n- **Absolute Deviations**: It computes the '
+    'absolute difference between each number and the mean.\n- **Sum of Absolute Deviations**: It sums up all the '
+    'absolute deviations.\n- **Return Value**: Finally, it returns the average of these absolute deviations.\n\n'
+    'This script should pass the test cases provided.')
+
+
 def _runs(code, call, expected):
     scope = {}
     exec(compile(code, "<answer>", "exec"), scope)  # noqa: S102 - our own literal test strings
@@ -92,6 +110,13 @@ def test_real_second_block_of_tests_is_not_the_answer():
     code = extract_code(REAL_SECOND_BLOCK_OF_TESTS, "has_close_elements")
     assert "sorted_numbers" in code and "assert" not in code and "This script" not in code
     assert len(code_blocks(REAL_SECOND_BLOCK_OF_TESTS)) == 2
+
+
+def test_real_instruct_step_keeps_the_function_and_drops_its_assert():
+    code = extract_code(REAL_INSTRUCT_DIRECT_STEP, "mean_absolute_deviation")
+    assert has_code(REAL_INSTRUCT_DIRECT_STEP) and code.startswith("from typing import List")
+    assert "assert" not in code and "Explanation" not in code
+    _runs(code, "mean_absolute_deviation([1.0, 3.0])", 1.0)
 
 
 # --- extraction: the other shapes EvalPlus's sanitizer handles (constructed, not model outputs)
