@@ -27,8 +27,8 @@ def add_sft_command(commands: Any) -> argparse.ArgumentParser:
         description="Algorithm 1, step 3: causal-LM fine-tuning (prompt masked, LoRA by default) of the policy on "
         "the distinct paths whose code passed every test, at most --max-paths-per-problem per problem, from "
         "trajectory files of a train-split collection (`o1code prm collect`, or `o1code eval --agent mcts --split "
-        "train`); other splits are refused. The prompt is the env's, with the collection's mode and shown tests "
-        "(read from the config.json beside each file). Writes RUN/final (hf:RUN/final, or a Policy); a rerun "
+        "train`); other splits are refused. The prompt is the env's, with the collection's mode, shown tests "
+        "and prompt style (read from the config.json beside each file). Writes RUN/final (hf:RUN/final, or a Policy); a rerun "
         "resumes from the last checkpoint.")
     p.add_argument("--config", metavar="TOML", help="read these same keys from a TOML file; flags override it")
     add_config_flags(p, PolicySFTConfig)
