@@ -177,6 +177,8 @@ class O1CodeTask:
         # A given sandbox serves the env too (the test-case generator runs references in it); else the env
         # makes its own only if the generator needs one.
         self.env = CodeEnv(split=split, mode=mode, sandbox=sandbox, **env_kwargs)
+        if chat and self.env.prompt_style == "instruct":
+            raise IntegrationError("prompt_style='instruct' prompts hold the chat template already: leave chat False")
         self.chat = chat
         self.problems: dict[str, Problem] = {p.task_id: p for p in self.env.problems}
         self.workers = workers or os.cpu_count() or 1
