@@ -16,8 +16,8 @@ solution redefines them: a solution defining ``set`` or ``math`` cannot take ove
 A test of several statements (imports, assignments, loops, helper definitions, several asserts;
 from a data set, so trusted) is graded by *record and replay* (`o1code.sandboxes.replay`): a
 recording pass on the host, at `parse_test` time, finds the solution calls it makes; the sandbox
-evaluates exactly those; a replay pass on the host runs the test with their values, within the
-budget set here (``TEST_STEP_BUDGET``, ``TEST_TIME_BUDGET_S``, ``TEST_RANDOM_SEED``).
+evaluates exactly those; a replay pass on the host runs the test with their values (importing only
+the pure standard modules `TEST_IMPORTS` and `TEST_IMPORTABLE`), within the budget set here (``TEST_STEP_BUDGET``, ``TEST_TIME_BUDGET_S``, ``TEST_RANDOM_SEED``).
 
 This module is the front and keeps every name importable from it: the plans and the host's
 namespace are `o1code.sandboxes.plans`, record and replay `o1code.sandboxes.replay`, and the plain
@@ -32,8 +32,8 @@ from typing import Any, Optional, Sequence
 
 from .errors import InvalidTestError
 from .plans import _EXPECTED, _PLACEHOLDER, HOST_MODULES, HOST_NAMES, SAFE_BUILTINS, TestPlan, _finish, _split
-from .plans import top_level_names
-from .replay import TEST_HOST_NAMES, TEST_IMPORTS, PassBudget, record
+from .plans import TEST_HOST_NAMES, TEST_IMPORTABLE, TEST_IMPORTS, top_level_names
+from .replay import PassBudget, record
 from .replay import replay as _replay
 from .types import Test, TestCase, Verdict
 from .values import _same, _short, call_source, decode_value, parse_line, value_source  # noqa: F401 (re-exported)
@@ -129,7 +129,7 @@ def replay(plan: TestPlan, results: Sequence[CallResult]) -> Optional[tuple[Verd
 
 
 __all__ = [
-    "HOST_MODULES", "HOST_NAMES", "SAFE_BUILTINS", "TEST_HOST_NAMES", "TEST_IMPORTS", "TEST_RANDOM_SEED",
-    "TEST_STEP_BUDGET", "TEST_TIME_BUDGET_S", "CallResult", "TestPlan", "call_source", "decode_value",
+    "HOST_MODULES", "HOST_NAMES", "SAFE_BUILTINS", "TEST_HOST_NAMES", "TEST_IMPORTABLE", "TEST_IMPORTS",
+    "TEST_RANDOM_SEED", "TEST_STEP_BUDGET", "TEST_TIME_BUDGET_S", "CallResult", "TestPlan", "call_source", "decode_value",
     "evaluate_test", "parse_line", "parse_test", "replay", "top_level_names", "value_source",
 ]

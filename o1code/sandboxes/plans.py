@@ -1,5 +1,6 @@
 """Test plans: which parts of a test run in the sandbox and which on the host, and the host's
-restricted namespace (`SAFE_BUILTINS`, `HOST_MODULES`, `HOST_NAMES`).
+restricted namespace (`SAFE_BUILTINS`, `HOST_MODULES`, `HOST_NAMES`; for a test of several statements
+also `TEST_IMPORTS`, `TEST_IMPORTABLE`, `TEST_HOST_NAMES`).
 
 A `TestPlan` holds the sandbox calls of a test and its host-side check. For a single assert the
 split is here (`_split`: every sub-expression that needs a name the host does not have becomes a
@@ -10,19 +11,39 @@ solution binds, which decide when a solution's function shadows a builtin name.
 
 from __future__ import annotations
 
+import array
 import ast
+import base64
+import binascii
+import bisect
 import builtins
+import calendar
 import cmath
 import collections
+import copy
+import dataclasses
+import datetime
 import decimal
+import difflib
+import enum
 import fractions
 import functools
+import hashlib
 import heapq
 import itertools
+import json
+import keyword
 import math
+import numbers
 import operator
 import re
+import statistics
 import string
+import struct
+import textwrap
+import typing
+import unicodedata
+import zlib
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -48,6 +69,33 @@ HOST_MODULES: dict[str, Any] = {
 
 #: Every name a test can resolve on the host; any other name lives in the sandbox.
 HOST_NAMES = frozenset(SAFE_BUILTINS) | frozenset(HOST_MODULES) | {"True", "False", "None"}
+
+#: Modules a multi-statement test may import (and finds without importing); ``random`` is a
+#: private module over ``random.Random(seed)`` (`o1code.sandboxes.replay.PassBudget.seed`), new for
+#: each pass of each test.
+TEST_IMPORTS: dict[str, Any] = {**HOST_MODULES, "copy": copy, "typing": typing, "random": None}
+
+#: Further modules a multi-statement test may import: pure and deterministic standard modules that
+#: test writers use (a digest or JSON form of a result, bisect, statistics, dates ...); none opens a
+#: file, a socket or a process. Unlike `TEST_IMPORTS` they are not found without an import, so that a
+#: solution function of the same name (``def bisect(...)``) stays the solution's.
+TEST_IMPORTABLE: dict[str, Any] = {m.__name__: m for m in (
+    array, base64, binascii, bisect, calendar, dataclasses, datetime, difflib, enum, hashlib, json, keyword,
+    numbers, statistics, struct, textwrap, unicodedata, zlib)}
+
+_TEST_EXTRA_BUILTINS = (
+    "AssertionError AttributeError IndexError KeyError LookupError NotImplementedError "
+    "OverflowError RecursionError RuntimeError StopIteration object __build_class__"
+).split()
+
+_TEST_BUILTINS: dict[str, Any] = {
+    **SAFE_BUILTINS, **{n: getattr(builtins, n) for n in _TEST_EXTRA_BUILTINS},
+    "print": lambda *a, **k: None,  # a test's print() is a no-op on the host
+}
+
+#: Names a multi-statement test resolves on the host; every other name it neither binds nor
+#: finds here is the solution's and may only be called.
+TEST_HOST_NAMES = frozenset(_TEST_BUILTINS) | frozenset(TEST_IMPORTS) | {"__name__"}
 
 _PLACEHOLDER = "__sbx_v{}"
 _EXPECTED = "__sbx_expected"

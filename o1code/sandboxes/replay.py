@@ -21,24 +21,21 @@ only in the sandbox:
    fails with a message saying so.
 
 Both passes see the same seeded private ``random`` module, restricted builtins and imports
-(`TEST_IMPORTS`), and a step/time budget; solution calls inside an assert are made before the
-assert's check (like single asserts), so the calls do not depend on short-circuiting.
+(`o1code.sandboxes.plans`: `TEST_IMPORTS`, `TEST_IMPORTABLE`), and a step/time budget; solution calls
+inside an assert are made before the assert's check (like single asserts), so the calls do not depend on short-circuiting.
 """
 
 from __future__ import annotations
 
 import ast
-import builtins
-import copy
 import random
 import time
 import types
-import typing
 from dataclasses import dataclass
 from typing import Any, Optional, Sequence
 
 from .errors import InvalidTestError
-from .plans import HOST_MODULES, SAFE_BUILTINS, TestPlan, _bound_names
+from .plans import _TEST_BUILTINS, TEST_HOST_NAMES, TEST_IMPORTABLE, TEST_IMPORTS, TestPlan, _bound_names
 from .types import Verdict
 from .values import CallResult, _clip, _same, _short, call_source
 
@@ -54,27 +51,9 @@ class PassBudget:
     seed: int
 
 
-#: Modules a multi-statement test may import (and finds without importing); ``random`` is a
-#: private module over ``random.Random(seed)`` (`PassBudget.seed`), new for each pass of each test.
-TEST_IMPORTS: dict[str, Any] = {**HOST_MODULES, "copy": copy, "typing": typing, "random": None}
-
 #: Largest nesting and size of the arguments of one recorded solution call.
 _ARG_MAX_DEPTH = 100
 _ARG_MAX_ITEMS = 1_000_000
-
-_TEST_EXTRA_BUILTINS = (
-    "AssertionError AttributeError IndexError KeyError LookupError NotImplementedError "
-    "OverflowError RecursionError RuntimeError StopIteration object __build_class__"
-).split()
-
-_TEST_BUILTINS: dict[str, Any] = {
-    **SAFE_BUILTINS, **{n: getattr(builtins, n) for n in _TEST_EXTRA_BUILTINS},
-    "print": lambda *a, **k: None,  # a test's print() is a no-op on the host
-}
-
-#: Names a multi-statement test resolves on the host; every other name it neither binds nor
-#: finds here is the solution's and may only be called.
-TEST_HOST_NAMES = frozenset(_TEST_BUILTINS) | frozenset(TEST_IMPORTS) | {"__name__"}
 
 _RESERVED = "__sbx_"
 
@@ -239,11 +218,12 @@ class _Session:
                 setattr(rand, name, attr)
         rand.Random = random.Random
         mods = {**TEST_IMPORTS, "random": rand}
+        importable = {**TEST_IMPORTABLE, **mods}
 
         def _import(name: str, globals: Any = None, locals: Any = None, fromlist: Any = (), level: int = 0) -> Any:
-            if level == 0 and name in mods:
-                return mods[name]
-            raise ImportError(f"a test may import only {', '.join(sorted(mods))}, not {name!r}")
+            if level == 0 and name in importable:
+                return importable[name]
+            raise ImportError(f"a test may import only {', '.join(sorted(importable))}, not {name!r}")
 
         ns: dict[str, Any] = {"__builtins__": {**_TEST_BUILTINS, "__import__": _import},
                               "__name__": "__test__", **mods}
