@@ -91,7 +91,7 @@ class Comparison:
             f"| {label_b}: `{self.run_b}` | {percent_ci(self.pass_b, self.ci_b)} |", "",
             f"- {label_b} - {label_a}: {diff_text(self)} ({'' if self.significant else 'not '}"
             f"significant at 95%); exact McNemar p = {self.p_value:.3g} "
-            f"({len(self.b_only)} problems flipped to pass, {len(self.a_only)} to fail)",
+            f"(flips: {len(self.b_only)} to pass, {len(self.a_only)} to fail)",
         ]
         if self.sampled_diff is not None and self.sampled_diff_ci is not None:
             lo, hi = self.sampled_diff_ci
@@ -185,7 +185,7 @@ def paired_line(run_a: str | os.PathLike, run_b: str | os.PathLike, label_a: str
         return f"- {label_b} vs {label_a}: not compared ({exc})"
     return (f"- {label_b} vs {label_a} (paired, n={c.problems}): {diff_text(c)}"
             f"{'' if c.significant else ', CI includes 0'}; exact McNemar p = {c.p_value:.3g}; "
-            f"{len(c.b_only)} problems flipped to pass, {len(c.a_only)} to fail")
+            f"flips: {len(c.b_only)} to pass, {len(c.a_only)} to fail")
 
 
 __all__ = ["JUDGING_FIELDS", "Comparison", "RunResults", "compare", "compare_runs", "diff_text", "load_run",
