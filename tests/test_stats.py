@@ -264,3 +264,16 @@ def test_selfplay_report_carries_cis_and_paired_comparisons(tmp_path):
     same = next(x for x in text.splitlines() if x.startswith("- greedy iteration 1 (PRM + RL) vs greedy after SFT"))
     assert "+0.0 points [+0.0, +0.0], CI includes 0; exact McNemar p = 1" in same
     assert "- greedy iteration 1 (PRM + RL) vs greedy start (paired, n=90)" in text
+
+
+def test_compare_pairs_the_sampled_pass_at_1_when_both_runs_drew_samples(tmp_path):
+    a, b = write_run(tmp_path / "a", [0] * 40), write_run(tmp_path / "b", [0] * 40)
+    for run, hits in ((a, 1), (b, 3)):  # 1 of 4 samples pass on every problem in A, 3 of 4 in B
+        rows = [json.loads(line) for line in (run / "results.jsonl").read_text().splitlines()]
+        for r in rows:
+            r["sample_passed"] = [True] * hits + [False] * (4 - hits)
+        (run / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    c = compare_runs(a, b)
+    assert c.diff == 0 and c.sampled_diff == pytest.approx(0.5) and c.sampled_diff_ci == pytest.approx((0.5, 0.5))
+    assert "sampled pass@1, B - A: +50.0 points" in c.markdown()
+    assert compare_runs(a, write_run(tmp_path / "c", [0] * 40)).sampled_diff is None
