@@ -17,6 +17,11 @@ class RunDirError(O1CodeError, ValueError):
     or one of its files is corrupt beyond a torn last line."""
 
 
+class RunDirLockedError(RunDirError):
+    """Another process holds the run directory's lock (`o1code.runs.lock_run_dir`): one writer per run
+    directory. The message names the holder's pid."""
+
+
 class ConfigError(O1CodeError, ValueError):
     """A configuration (a ``--config`` TOML file or a dict) does not fit its dataclass: missing or
     invalid file, unknown keys (the message names the valid ones)."""

@@ -17,6 +17,9 @@ losing finished work. The rules, in one place:
 - **Stage markers** (`mark_done`, `is_done`): ``STAGE.done`` files for multi-stage pipelines; a
   stage that finds its marker is skipped on resume.
 - **A loop's commit point** (`ResultLog`): a problem's trajectories, then its result line.
+- **One writer** (`lock_run_dir`): every command that owns a run directory holds an exclusive
+  ``flock`` on ``RUN/.o1code.lock`` while it runs; a second one stops at once naming the holder's pid.
+  The kernel drops the lock when its holder exits or is killed, so a killed run never blocks a resume.
 
 Bottom layer: this module imports only the standard library and `o1code.errors` (and tqdm, for
 `ResultLog`'s progress bar).
@@ -25,6 +28,8 @@ Bottom layer: this module imports only the standard library and `o1code.errors` 
 from __future__ import annotations
 
 import contextlib
+import errno
+import fcntl
 import hashlib
 import json
 import logging
@@ -35,12 +40,14 @@ import time
 from pathlib import Path
 from typing import IO, Any, Callable, Iterable, Iterator, Mapping
 
-from o1code.errors import RunDirError
+from o1code.errors import RunDirError, RunDirLockedError
 
 log = logging.getLogger(__name__)
 
 #: The file a run directory's settings are pinned in.
 CONFIG_FILE = "config.json"
+#: The file whose ``flock`` marks a run directory's writer (`lock_run_dir`); it holds the writer's pid.
+LOCK_FILE = ".o1code.lock"
 
 _STAGE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
@@ -251,6 +258,39 @@ def is_done(run_dir: str | os.PathLike, stage: str) -> bool:
     return _marker(run_dir, stage).is_file()
 
 
+# -- one writer per run directory ----------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def lock_run_dir(run_dir: str | os.PathLike) -> Iterator[Path]:
+    """Hold the exclusive lock of `run_dir` (created if missing) for the block; yields the lock file.
+
+    Two processes appending to one run directory interleave and duplicate result rows, so every
+    command that owns one takes this first. A second taker fails at once with `RunDirLockedError`
+    naming the holder's pid. The lock is an ``flock`` on an open file: the kernel releases it when
+    the holder exits or is killed (SIGKILL included), so a lock file left behind never blocks a resume.
+    """
+    directory = Path(run_dir)
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / LOCK_FILE
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                raise RunDirError(f"cannot lock {path}: {exc}") from None
+            holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
+            raise RunDirLockedError(
+                f"{directory} is in use by another o1code process (pid {holder}); one writer per run "
+                "directory: wait for it to finish or stop it, then run this again (it resumes)") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield path
+    finally:
+        os.close(fd)  # releases the lock
+
+
 # -- a problem loop's commit point ---------------------------------------------------------------
 
 
@@ -300,6 +340,6 @@ class ResultLog:
 
 
 __all__ = [
-    "CONFIG_FILE", "ResultLog", "append_jsonl", "atomic_open", "config_changes", "digest", "is_done", "load_config", "mark_done",
-    "pin_config", "read_jsonl", "write_atomic", "write_jsonl",
+    "CONFIG_FILE", "LOCK_FILE", "ResultLog", "append_jsonl", "atomic_open", "config_changes", "digest", "is_done",
+    "load_config", "lock_run_dir", "mark_done", "pin_config", "read_jsonl", "write_atomic", "write_jsonl",
 ]

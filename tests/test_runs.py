@@ -141,4 +141,4 @@ def test_runs_imports_only_the_standard_library_and_errors():
     import o1code.runs
 
     imports = [line for line in open(o1code.runs.__file__).read().splitlines() if line.startswith(("import ", "from "))]
-    assert [line for line in imports if "o1code" in line] == ["from o1code.errors import RunDirError"]
+    assert [line.split(" import ")[0] for line in imports if "o1code" in line] == ["from o1code.errors"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import itertools
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,7 @@ from o1code.cli.config import add_config_flags, check_keys, given_flags, read_to
 from o1code.errors import ConfigError
 from o1code.pipeline import EvalConfig, markdown_table, run_eval
 from o1code.pipeline.evaluate import write_report
+from o1code.runs import lock_run_dir
 
 
 def _slug(text: str) -> str:
@@ -72,12 +74,16 @@ def cmd_eval(args: argparse.Namespace) -> int:
                   f"-> {cfg.run_dir}")
         print(f"-- {len(runs)} runs")
         return 0
-    summaries = [run_eval(cfg, progress=not args.no_progress) for cfg in runs]
-    print(markdown_table(summaries))
-    if len(runs) > 1 and args.config:
-        root = Path(EvalConfig.from_dict(_settings(args)[0]).run_dir)  # the runs' parent directory
-        write_report(root, summaries)
-        print(f"combined table, JSON and plot in {root}")
+    root = Path(EvalConfig.from_dict(_settings(args)[0]).run_dir) if len(runs) > 1 and args.config else None
+    summaries = []
+    with lock_run_dir(root) if root else contextlib.nullcontext():  # a grid's root: its combined report
+        for cfg in runs:
+            with lock_run_dir(cfg.run_dir):
+                summaries.append(run_eval(cfg, progress=not args.no_progress))
+        print(markdown_table(summaries))
+        if root:  # the runs' parent directory
+            write_report(root, summaries)
+            print(f"combined table, JSON and plot in {root}")
     return 0
 
 

@@ -7,12 +7,15 @@ from typing import Any
 
 from o1code.cli.config import add_config_flags, config_from_args
 from o1code.pipeline.ppo import PPORunConfig
+from o1code.runs import lock_run_dir
 
 
 def cmd_ppo(args: argparse.Namespace) -> int:
     from o1code.pipeline.ppo import run_ppo
 
-    res = run_ppo(config_from_args(PPORunConfig, args), progress=not args.no_progress)
+    config = config_from_args(PPORunConfig, args)
+    with lock_run_dir(config.run_dir):
+        res = run_ppo(config, progress=not args.no_progress)
     print(res.summary)
     print(f"policy in {res.final_dir}; report, curves and TensorBoard logs in {res.final_dir.parent}")
     return 0

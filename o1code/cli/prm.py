@@ -8,13 +8,16 @@ from typing import Any
 
 from o1code.cli.config import add_config_flags, config_from_args
 from o1code.pipeline.prm import BestOfNConfig, PRMCollectConfig
+from o1code.runs import lock_run_dir
 from o1code.training.prm import PRMTrainConfig
 
 
 def cmd_collect(args: argparse.Namespace) -> int:
     from o1code.pipeline.prm import collect
 
-    counts = collect(config_from_args(PRMCollectConfig, args), progress=not args.no_progress)
+    config = config_from_args(PRMCollectConfig, args)
+    with lock_run_dir(config.run_dir):
+        counts = collect(config, progress=not args.no_progress)
     print(json.dumps(counts, indent=2))
     return 0
 
@@ -22,7 +25,9 @@ def cmd_collect(args: argparse.Namespace) -> int:
 def cmd_train(args: argparse.Namespace) -> int:
     from o1code.training.prm import train_prm
 
-    res = train_prm(config_from_args(PRMTrainConfig, args))
+    config = config_from_args(PRMTrainConfig, args)
+    with lock_run_dir(config.run_dir):
+        res = train_prm(config)
     print(f"PRM saved to {res.final_dir} ({res.train_rows} train rows, {res.heldout_rows} held out)")
     for when, m in res.metrics.items():
         print(f"  held-out {when}: " + ", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}"
@@ -34,7 +39,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from o1code.pipeline.prm import best_of_n, best_of_n_table
 
     config = config_from_args(BestOfNConfig, args)
-    print(best_of_n_table(best_of_n(config)))
+    with lock_run_dir(config.run_dir):
+        print(best_of_n_table(best_of_n(config)))
     print(f"summary.json, summary.md and summary.png in {config.run_dir}")
     return 0
 

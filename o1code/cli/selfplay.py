@@ -9,6 +9,7 @@ from typing import Any
 from o1code.cli.config import add_config_flags, check_keys, given_flags, read_toml
 from o1code.pipeline.errors import PipelineError
 from o1code.pipeline.selfplay import TABLES, SelfPlayConfig
+from o1code.runs import lock_run_dir
 
 
 def selfplay_config(args: argparse.Namespace) -> SelfPlayConfig:
@@ -31,7 +32,9 @@ def cmd_selfplay(args: argparse.Namespace) -> int:
         return 0
     if args.target:
         raise PipelineError(f"selfplay: unexpected argument {args.target!r} (the run directory is --run-dir)")
-    res = run_selfplay(selfplay_config(args), progress=not args.no_progress, from_stage=args.from_stage)
+    config = selfplay_config(args)
+    with lock_run_dir(config.run_dir):
+        res = run_selfplay(config, progress=not args.no_progress, from_stage=args.from_stage)
     print(res.report.read_text(), end="")
     print(f"report: {res.report} (and report.png, tb/ beside it)")
     return 0

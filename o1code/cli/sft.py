@@ -6,13 +6,16 @@ import argparse
 from typing import Any
 
 from o1code.cli.config import add_config_flags, config_from_args
+from o1code.runs import lock_run_dir
 from o1code.training.sft import PolicySFTConfig
 
 
 def cmd_sft(args: argparse.Namespace) -> int:
     from o1code.training.sft import train_sft
 
-    res = train_sft(config_from_args(PolicySFTConfig, args))
+    config = config_from_args(PolicySFTConfig, args)
+    with lock_run_dir(config.run_dir):
+        res = train_sft(config)
     loss = f"; loss {res.loss[0]:.3f} -> {res.loss[1]:.3f}" if res.loss else " (already trained)"
     print(f"policy SFT on {res.examples} paths of {res.problems} problems{loss}")
     print(f"model in {res.final_dir}: `o1code eval --agent policy --model {res.final_dir}`, "

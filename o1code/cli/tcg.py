@@ -18,6 +18,7 @@ from o1code.cli.config import add_config_flags, check_keys, docstring_attributes
 from o1code.errors import ConfigError
 from o1code.pipeline.tcg import TCGEvalConfig, TCGTrainConfig, run_tcg_eval, tcg_markdown, train_tcg
 from o1code.rewards.tcg import TCGConfig
+from o1code.runs import lock_run_dir
 
 _TCG_EXCLUDED = ("timeout_s", "cache_dir")  # the eval's own timeout_s; run_tcg_eval sets cache_dir
 
@@ -61,7 +62,9 @@ def eval_config(args: argparse.Namespace) -> TCGEvalConfig:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    res = train_tcg(train_config(args))
+    cfg = train_config(args)
+    with lock_run_dir(cfg.out_dir):
+        res = train_tcg(cfg)
     print(f"trained TCG: {res.final_dir} (SFT records {res.n_sft}, DPO records {res.n_dpo}, "
           f"SFT loss {res.sft_losses}, DPO loss {res.dpo_losses}, {res.seconds:.0f} s)")
     print(f"evaluate it with: o1code tcg eval --model hf:{res.final_dir}")
@@ -70,7 +73,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     cfg = eval_config(args)
-    summary = run_tcg_eval(cfg)
+    with lock_run_dir(cfg.run_dir):
+        summary = run_tcg_eval(cfg)
     print(tcg_markdown([summary]), end="")
     print(f"results in {cfg.run_dir} (results.jsonl, summary.json, summary.md, summary.png)")
     return 0
