@@ -7,6 +7,9 @@ TORCH_SPEC ?= torch==2.13.0
 # distributed: Ray, so that the RaySandbox and `eval --ray` tests run too
 EXTRAS ?= dev,model,llamacpp,distributed
 PYTEST_ARGS ?=
+# `make test` runs on two pytest workers (pytest-xdist), each test file on one worker (its module
+# fixtures, sandboxes and models are set up once); PYTEST_WORKERS=0 runs it in one process.
+PYTEST_WORKERS ?= 2
 # Without a cached wheel, pip compiles llama-cpp-python. Its Python binding loads neither its
 # multimodal library (mtmd) nor llama.cpp's common library, so neither is compiled (the second needs a
 # hook, cmake/llama_cpp_no_common.cmake): the build drops from 269 s to about 115 s on 2 cores
@@ -17,12 +20,16 @@ export CMAKE_ARGS
 
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test
+.PHONY: demo test test-fast
 demo: $(STAMP)
 	$(VENV)/bin/o1code demo
 
 test: $(STAMP)
-	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
+	$(VENV)/bin/python -m pytest -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
+
+# The unit layer only (tests/conftest.py, UNIT_FILES): the inner loop while changing code.
+test-fast: $(STAMP)
+	$(VENV)/bin/python -m pytest -m unit -q $(PYTEST_ARGS)
 
 $(STAMP): pyproject.toml
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)

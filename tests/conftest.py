@@ -64,6 +64,31 @@ def host_unchanged():
     assert not changed, "the test run changed the host:\n" + "\n".join(changed)
 
 
+# --- the unit layer ---------------------------------------------------------------------------
+
+#: The unit layer (``make test-fast``, ``pytest -m unit``): files that need no model but the tiny in-code
+#: one, no Ray and at most a one-worker sandbox; their tests not marked slow get the ``unit`` marker.
+#: A new file joins when it is as light (the whole layer: under a minute on 2 busy cores, README).
+UNIT_FILES = frozenset({
+    "test_agents.py", "test_caches.py", "test_cli.py", "test_data.py", "test_grading_imports.py",
+    "test_imports.py", "test_models_base.py", "test_process_reward.py", "test_run_lock.py", "test_runs.py",
+    "test_sandbox_grading.py", "test_stats.py", "test_trajectories.py",
+})
+
+
+def pytest_ignore_collect(collection_path, config):
+    """With ``-m unit``, do not even import the other test files (collecting them all costs ~20 s)."""
+    if config.option.markexpr == "unit" and collection_path.suffix == ".py" and collection_path.name.startswith("test_"):
+        return collection_path.name not in UNIT_FILES
+    return None
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if item.path.name in UNIT_FILES and item.get_closest_marker("slow") is None:
+            item.add_marker(pytest.mark.unit)
+
+
 # --- o1code.models fixtures -------------------------------------------------------------------
 
 @pytest.fixture(scope="session")
