@@ -34,8 +34,9 @@ class PPOConfig:
             on further problems in their place (DAPO), at most three refills per update.
         tis_cap: Truncated importance sampling: weight each token's (ratio=step: each step's) loss by
             min(pi_trainer / pi_engine, tis_cap), correcting the engine-trainer mismatch (0: off).
-        engine: What samples the rollouts: auto (llamacpp for a LoRA policy on a GGUF base when
-            llama-cpp-python is installed, else transformers), transformers, llamacpp or vllm.
+        engine: What samples the rollouts: auto (for a LoRA policy: on the CPU llamacpp when its base is a
+            GGUF and llama-cpp-python is installed, on a GPU vllm when its base is a hub model or directory and
+            vLLM is installed; else transformers), transformers, llamacpp or vllm.
         vf_coef: Weight of the value loss.
         ent_coef: Weight of the entropy bonus.
         kl_coef: Weight of the KL to the reference policy (0: no reference pass at all).

@@ -164,7 +164,7 @@ class GeneratorEngine:
         if self.fmt == "gguf":
             from o1code.models.lora_gguf import write_lora_gguf
 
-            write_lora_gguf(policy.model, path, base=self.base)
+            write_lora_gguf(policy, self.base, path)
         else:
             policy.model.save_pretrained(path)
         self.generator.set_adapter(str(path))
@@ -216,20 +216,24 @@ def gguf_base(policy: Any) -> str | None:
     return str(Path(src) / name) if name else None
 
 
-def llama_cpp_installed() -> bool:
+def installed(module: str) -> bool:
     import importlib.util
 
-    return importlib.util.find_spec("llama_cpp") is not None
+    return importlib.util.find_spec(module) is not None
 
 
 def resolve_engine(name: str, policy: Any) -> str:
-    """The engine ``auto`` means for `policy`: ``llamacpp`` for LoRA on a GGUF base with llama-cpp-python
-    installed and the policy on the CPU, else ``transformers``; other names are returned as given."""
+    """The engine ``auto`` means for a LoRA `policy`: on the CPU, ``llamacpp`` for a GGUF base with
+    llama-cpp-python installed; on a GPU, ``vllm`` for a hub or directory base with vLLM installed;
+    else (and for full fine-tuning) ``transformers``. Other names are returned as given."""
     if name != "auto":
         return name
-    lora = hasattr(policy.model, "peft_config")
-    on_cpu = str(getattr(policy, "device_", "cpu")).startswith("cpu")
-    return "llamacpp" if lora and on_cpu and llama_cpp_installed() and gguf_base(policy) else "transformers"
+    if not hasattr(policy.model, "peft_config"):
+        return "transformers"
+    gguf = gguf_base(policy)
+    if str(getattr(policy, "device_", "cpu")).startswith("cpu"):
+        return "llamacpp" if gguf and installed("llama_cpp") else "transformers"
+    return "vllm" if not gguf and installed("vllm") else "transformers"
 
 
 def make_engine(name: str, policy: Any, workdir: str | Path | None = None, **options: Any) -> RolloutEngine:

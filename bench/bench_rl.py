@@ -1,0 +1,87 @@
+"""Seconds per GRPO update of the RL stage with transformers rollouts and with llama.cpp rollouts.
+
+The same config for both (the default model, pseudocode mode, at most 4 steps, 8 episodes in groups of
+4 on MBPP train problems, visible-test reward, PRM off, no held-out evaluation); each engine runs in a
+child process of its own (so each peak RSS is its own) for ``--updates`` updates. Printed per update:
+the total and its split as `o1code.agents.ppo.train` logs it: decode (the engine's sampling), the
+log-prob recomputation (the trainer's "old" log-probs, and the reference's when kl_coef > 0), the update
+(forward + backward + optimizer steps), the sandbox (env steps: running the tests) and the adapter sync;
+"other" is the total less those parts (idle waits or repeated work would show there). Then the median
+seconds per update of each engine, their ratio, the tokens decoded per second, and each child's peak RSS.
+
+    python bench/bench_rl.py --updates 2            # both engines
+    python bench/bench_rl.py --engines llamacpp     # one
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+PARTS = (("sample", "decode"), ("score", "logp recompute"), ("train", "fwd+bwd+opt"), ("env", "sandbox"),
+         ("sync", "sync"))
+
+
+def child(engine: str, updates: int, run_dir: str, kl_coef: float) -> None:
+    from o1code.pipeline.ppo import PPORunConfig, run_ppo
+
+    cfg = PPORunConfig(model="default", algo="grpo", mode="pseudocode", max_steps=4, episodes_per_update=8,
+                       group_size=4, updates=updates, eval_limit=0, engine=engine, run_dir=run_dir, save_every=1000,
+                       kl_coef=kl_coef, device="cpu", train_limit=24, prm=None)
+    t0 = time.perf_counter()
+    res = run_ppo(cfg, progress=False)
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    print("RESULT " + json.dumps({"engine": engine, "history": res.history, "peak_rss": rss,
+                                  "wall": time.perf_counter() - t0}), flush=True)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--updates", type=int, default=2)
+    ap.add_argument("--engines", default="llamacpp,transformers")
+    ap.add_argument("--kl-coef", type=float, default=0.05, help="the CPU recipe's (0: no reference pass)")
+    ap.add_argument("--child", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.child:
+        child(args.child, args.updates, tempfile.mkdtemp(prefix="bench-rl-"), args.kl_coef)
+        return
+    print(f"# bench_rl: default model, pseudocode, <=4 steps, 8 episodes in groups of 4, PRM off, kl_coef "
+          f"{args.kl_coef}, {args.updates} update(s) per engine; {os.cpu_count()} CPUs, load average "
+          f"{os.getloadavg()[0]:.1f} at start", flush=True)
+    print(f"{'engine':13s} {'upd':>3s} {'total s':>8s} " + " ".join(f"{label:>14s}" for _, label in PARTS)
+          + f" {'other':>7s} {'tokens':>7s} {'reward':>6s} {'eng KL':>7s}", flush=True)
+    medians = {}
+    for engine in args.engines.split(","):
+        out = subprocess.run([sys.executable, __file__, "--child", engine, "--updates", str(args.updates),
+                              "--kl-coef", str(args.kl_coef)], capture_output=True, text=True)
+        line = next((x for x in out.stdout.splitlines() if x.startswith("RESULT ")), None)
+        if line is None:
+            print(f"{engine}: failed\n{out.stderr[-3000:]}", flush=True)
+            continue
+        r = json.loads(line[7:])
+        for h in r["history"]:
+            parts = [h.get(f"seconds/{k}", 0.0) for k, _ in PARTS]
+            total = h["seconds_per_update"]
+            tokens = h["tokens_per_s"] * total
+            print(f"{engine:13s} {h['update']:>3d} {total:>8.1f} " + " ".join(f"{p:>14.1f}" for p in parts)
+                  + f" {total - sum(parts):>7.1f} {tokens:>7.0f} {h['reward']:>6.2f} {h.get('engine_kl', 0):>7.4f}",
+                  flush=True)
+        secs = [h["seconds_per_update"] for h in r["history"]]
+        decode = [h["tokens_per_s"] * h["seconds_per_update"] / max(h["seconds/sample"], 1e-9) for h in r["history"]]
+        medians[engine] = statistics.median(secs)
+        print(f"{engine:13s} median {medians[engine]:.1f} s/update, decode {statistics.median(decode):.1f} tokens/s, "
+              f"peak RSS {r['peak_rss'] / 2**30:.2f} GiB", flush=True)
+    if "llamacpp" in medians and "transformers" in medians:
+        print(f"llama.cpp rollouts: {medians['transformers'] / medians['llamacpp']:.2f}x faster per update; "
+              f"load average {os.getloadavg()[0]:.1f} at the end", flush=True)
+
+
+if __name__ == "__main__":
+    main()
