@@ -2,8 +2,10 @@
 
 The host never imports this module: it reads this file as text and starts it with
 ``python -I -S -B -c <source> <config-json>``, so the project directory never has to be visible
-inside the sandbox. The zygote pre-imports common modules once, then for every sample forks a
-fresh child (a fork costs ~1 ms, a new interpreter ~30 ms). Each child is forked one sample
+inside the sandbox. That is also why it is one long file (the project keeps modules under ~450
+lines): it travels as one source string and can import nothing of o1code. The zygote pre-imports
+common modules once, then for every sample forks a fresh child (a fork costs ~1 ms, a new
+interpreter ~30 ms). Each child is forked one sample
 *ahead*, while the previous sample runs: it applies rlimits and a seccomp filter and runs a
 throw-away warm-up sample (the copy-on-write faults of a first compile cost more than a typical
 MBPP sample), then waits for its request; only then does it take the work dir, its output files
