@@ -112,11 +112,19 @@ class Policy(nn.Module):
         if len(prompts) != len(continuations):
             raise ValueError(f"{len(prompts)} prompts but {len(continuations)} continuations")
         ids, mask, plens, clens = self._batch(prompts, continuations)
-        out = self.model(input_ids=ids, attention_mask=mask, output_hidden_states=True)
-        logits, hidden = out.logits, out.hidden_states[-1]
+        # The output head only where a continuation token is predicted: full-vocabulary logits over
+        # every prompt position (151k x ~1.5k tokens x 4 B per row for the default model, kept again
+        # for backward) were most of the RL stage's peak memory. Plain heads only (no softcap/scale).
+        head = self.model.get_output_embeddings()
+        cfg = getattr(self.model, "config", None)
+        sliced = head is not None and not any(getattr(cfg, k, None) for k in ("final_logit_softcapping", "logit_scale"))
+        out = self.model(input_ids=ids, attention_mask=mask, output_hidden_states=True,
+                         **({"logits_to_keep": 1} if sliced else {}))
+        hidden = out.hidden_states[-1]
         lps = []
         for i, (pl, cl) in enumerate(zip(plens, clens)):
-            lg = logits[i, pl - 1 : pl - 1 + cl].float()
+            rows = slice(pl - 1, pl - 1 + cl)
+            lg = (head(hidden[i, rows]) if sliced else out.logits[i, rows]).float()
             tgt = ids[i, pl : pl + cl]
             lps.append(lg.gather(-1, tgt[:, None]).squeeze(-1) - lg.logsumexp(-1))
         last = hidden[torch.arange(len(plens), device=self.device_), torch.tensor(plens, device=self.device_) - 1]
