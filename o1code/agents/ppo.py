@@ -49,7 +49,7 @@ import torch
 
 from o1code.agents.llm import problem_seed
 from o1code.agents.ppo_config import ALGOS, PPOConfig
-from o1code.agents.rollout import RolloutEngine, make_engine, sample_each
+from o1code.agents.rollout import RolloutEngine, make_engine, make_reference, reference_logprobs, sample_each
 from o1code.data.formats import STEP_END
 from o1code.envs import EvalInfo
 from o1code.models.policy import Policy
@@ -106,33 +106,6 @@ def score_steps(policy: Policy, reference: Any, prompts: Sequence[str], ids: Seq
             ref += [x.float().tolist() for x in reference_logprobs(policy, reference, p, c)]
         val += values.float().tolist()
     return lp, (ref if kl else None), val
-
-
-def reference_logprobs(policy: Policy, reference: Any, prompts: Sequence[str], ids: Sequence[Sequence[int]]
-                       ) -> list[torch.Tensor]:
-    """Per-token log-probs under the reference policy: `reference` (a frozen LM) swapped in for the
-    call, or, when None, the policy's own LM with its LoRA adapters disabled (no copy needed)."""
-    if reference is None:
-        with policy.model.disable_adapter():
-            return policy.logprobs(prompts, ids)
-    live, policy.model = policy.model, reference
-    try:
-        return policy.logprobs(prompts, ids)
-    finally:
-        policy.model = live
-
-
-def make_reference(policy: Policy) -> Any:
-    """None when the policy trains LoRA adapters (disabling them gives the reference for free), else a
-    frozen copy of its LM as it is now."""
-    import copy
-
-    if hasattr(policy.model, "disable_adapter"):
-        return None
-    ref = copy.deepcopy(policy.model).eval()
-    for p in ref.parameters():
-        p.requires_grad_(False)
-    return ref
 
 
 def rollout(policy: Policy, engine: RolloutEngine, reference: Any, envs: Sequence[Any], config: PPOConfig,

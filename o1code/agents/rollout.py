@@ -17,7 +17,8 @@ Implementations: `TransformersEngine` (the policy's own LM through ``generate``,
 `LlamaCppGenerator` (the CPU default for a LoRA policy on a GGUF base: `sync` writes the adapters as a
 llama.cpp LoRA GGUF and hot-swaps it; the engine's base is the same GGUF the trainer dequantized) or a
 `VLLMGenerator` (``gpu`` extra: the adapters saved by peft and loaded as a new ``LoRARequest``).
-`make_engine` picks one by name.
+`make_engine` picks one by name. The reference policy of the KL term (`make_reference`,
+`reference_logprobs`) lives here too: the trainer's other scorer besides the policy itself.
 """
 
 from __future__ import annotations
@@ -189,6 +190,34 @@ class GeneratorEngine:
             shutil.rmtree(self.workdir, ignore_errors=True)
 
 
+# ---------------------------------------------------------------- the trainer's reference policy
+def reference_logprobs(policy: Any, reference: Any, prompts: Sequence[str], ids: Sequence[Sequence[int]]
+                       ) -> list[torch.Tensor]:
+    """Per-token log-probs under the reference policy: `reference` (a frozen LM) swapped in for the
+    call, or, when None, the policy's own LM with its LoRA adapters disabled (no copy needed)."""
+    if reference is None:
+        with policy.model.disable_adapter():
+            return policy.logprobs(prompts, ids)
+    live, policy.model = policy.model, reference
+    try:
+        return policy.logprobs(prompts, ids)
+    finally:
+        policy.model = live
+
+
+def make_reference(policy: Any) -> Any:
+    """None when the policy trains LoRA adapters (disabling them gives the reference for free), else a
+    frozen copy of its LM as it is now."""
+    import copy
+
+    if hasattr(policy.model, "disable_adapter"):
+        return None
+    ref = copy.deepcopy(policy.model).eval()
+    for p in ref.parameters():
+        p.requires_grad_(False)
+    return ref
+
+
 def sample_each(engine: RolloutEngine, prompts: Sequence[str], seed: int, max_tokens: int, temperature: float,
                 top_p: float) -> list[Sample]:
     """One sample per prompt; equal prompts (a GRPO group's first step) are asked for together as ``n``
@@ -269,5 +298,5 @@ def make_engine(name: str, policy: Any, workdir: str | Path | None = None, **opt
     return engine
 
 
-__all__ = ["GeneratorEngine", "RolloutEngine", "Sample", "TransformersEngine", "cut_step", "gguf_base", "make_engine",
+__all__ = ["GeneratorEngine", "RolloutEngine", "Sample", "TransformersEngine", "cut_step", "gguf_base", "make_engine", "make_reference", "reference_logprobs",
            "resolve_engine", "sample_each"]
