@@ -159,6 +159,36 @@ def test_llamacpp_batched_samples(smol):
 
 @needs_llamacpp
 @needs_smol
+def test_llamacpp_batched_prompts(smol):
+    """Several prompts in one call decode together: n completions per prompt in order, repeatable, the
+    same whatever the cache held before (a fresh generator's), each prompt's first token (from its
+    canonical logits) equal to a one-prompt call's, split over several batches by max_seqs and n_ctx."""
+    prompts = ["What is 2+2?", "Write a python function that adds two numbers.", "Tell me a story.",
+               "Write a python function that adds two numbers."]  # a repeat: evaluated once
+    sp = SamplingParams(n=3, temperature=1.0, max_tokens=10, seed=4)
+    smol.generate(["Something else first."], SamplingParams(temperature=0, max_tokens=3))
+    got = smol.generate(prompts, sp)
+    assert [len(o) for o in got] == [3, 3, 3, 3]
+    fresh = load_generator(f"llamacpp:{SMOL}", n_ctx=1024)
+    small = load_generator(f"llamacpp:{SMOL}", n_ctx=220, max_seqs=4)  # 12 sequences in >= 3 batches
+    try:
+        assert fresh.generate(prompts, sp) == got == smol.generate(prompts, sp)
+        for p, o in zip(prompts, got):
+            alone = smol.generate([p], sp)[0]
+            assert [(c.token_ids[0], c.logprobs[0]) for c in o] == [(c.token_ids[0], c.logprobs[0]) for c in alone]
+        split = small.generate(prompts, sp)
+        assert split == small.generate(prompts, sp)
+        assert [[c.token_ids[0] for c in o] for o in split] == [[c.token_ids[0] for c in o] for o in got]
+        greedy = SamplingParams(n=2, temperature=0, max_tokens=8)
+        g = smol.generate(prompts[:3], greedy)
+        assert all(o[0] == o[1] and o[0] is not o[1] for o in g)
+    finally:
+        fresh.close()
+        small.close()
+
+
+@needs_llamacpp
+@needs_smol
 def test_llamacpp_batch_fits_context():
     """Samples that would not fit n_ctx side by side are decoded in smaller groups, not truncated."""
     small = load_generator(f"llamacpp:{SMOL}", n_ctx=160)
