@@ -8,9 +8,12 @@ log-prob recomputation (the trainer's "old" log-probs, and the reference's when 
 (forward + backward + optimizer steps), the sandbox (env steps: running the tests) and the adapter sync;
 "other" is the total less those parts (idle waits or repeated work would show there). Then the median
 seconds per update of each engine, their ratio, the tokens decoded per second, and each child's peak RSS.
+``--peer trl`` runs TRL's GRPOTrainer on the same config last (bench/rl_peer_trl.py: the mapping, and how
+its parts are split), and prints its seconds per update over each engine's.
 
     python bench/bench_rl.py --updates 2            # both engines
     python bench/bench_rl.py --engines llamacpp     # one
+    python bench/bench_rl.py --peer trl             # and TRL's GRPOTrainer
 """
 
 from __future__ import annotations
@@ -33,10 +36,15 @@ def child(engine: str, updates: int, run_dir: str, kl_coef: float) -> None:
     from o1code.pipeline.ppo import PPORunConfig, run_ppo
 
     cfg = PPORunConfig(model="default", algo="grpo", mode="pseudocode", max_steps=4, episodes_per_update=8,
-                       group_size=4, updates=updates, eval_limit=0, engine=engine, run_dir=run_dir, save_every=1000,
-                       kl_coef=kl_coef, device="cpu", train_limit=24, prm=None)
+                       group_size=4, updates=updates, eval_limit=0, engine="transformers" if engine == "trl" else engine,
+                       run_dir=run_dir, save_every=1000, kl_coef=kl_coef, device="cpu", train_limit=24, prm=None)
     t0 = time.perf_counter()
-    res = run_ppo(cfg, progress=False)
+    if engine == "trl":  # the peer: TRL's GRPOTrainer on this same config (bench/rl_peer_trl.py)
+        from rl_peer_trl import run_like_ppo
+
+        res = run_like_ppo(cfg)
+    else:
+        res = run_ppo(cfg, progress=False)
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     print("RESULT " + json.dumps({"engine": engine, "history": res.history, "peak_rss": rss,
                                   "wall": time.perf_counter() - t0}), flush=True)
@@ -46,6 +54,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--updates", type=int, default=2)
     ap.add_argument("--engines", default="llamacpp,transformers")
+    ap.add_argument("--peer", choices=["trl"], help="also run TRL's GRPOTrainer on the same settings, last")
     ap.add_argument("--kl-coef", type=float, default=0.05, help="the CPU recipe's (0: no reference pass)")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -58,7 +67,7 @@ def main() -> None:
     print(f"{'engine':13s} {'upd':>3s} {'total s':>8s} " + " ".join(f"{label:>14s}" for _, label in PARTS)
           + f" {'other':>7s} {'tokens':>7s} {'reward':>6s} {'eng KL':>7s}", flush=True)
     medians = {}
-    for engine in args.engines.split(","):
+    for engine in args.engines.split(",") + ([args.peer] if args.peer else []):
         out = subprocess.run([sys.executable, __file__, "--child", engine, "--updates", str(args.updates),
                               "--kl-coef", str(args.kl_coef)], capture_output=True, text=True)
         line = next((x for x in out.stdout.splitlines() if x.startswith("RESULT ")), None)
@@ -81,6 +90,9 @@ def main() -> None:
     if "llamacpp" in medians and "transformers" in medians:
         print(f"llama.cpp rollouts: {medians['transformers'] / medians['llamacpp']:.2f}x faster per update; "
               f"load average {os.getloadavg()[0]:.1f} at the end", flush=True)
+    for engine in sorted(set(medians) - {"trl"}) if "trl" in medians else ():
+        print(f"TRL's seconds per update / o1code's with {engine} rollouts: {medians['trl'] / medians[engine]:.2f}x",
+              flush=True)
 
 
 if __name__ == "__main__":
