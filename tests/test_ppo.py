@@ -48,7 +48,14 @@ def test_reward_rises(tiny, tmp_path, algo):
     assert list((tmp_path / "run" / "tb").iterdir())  # TensorBoard events
     h = res.history[-1]
     assert {"kl", "entropy", "policy_loss", "value_loss", "clip_frac", "approx_kl", "reward_test_pass",
-            "hidden_test_pass", "seconds_per_update", "tokens_per_s"} <= set(h)
+            "hidden_test_pass", "seconds_per_update", "tokens_per_s", "tis_ratio", "tis_truncated", "engine_kl",
+            "seconds/sample", "seconds/score", "seconds/train", "seconds/env", "seconds/sync"} <= set(h)
+    # the transformers engine samples with the trainer's weights: its log-probs are the trainer's
+    assert h["tis_ratio"] == pytest.approx(1.0, abs=1e-3) and h["engine_kl"] < 1e-5
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    tags = EventAccumulator(str(tmp_path / "run" / "tb")).Reload().Tags()["scalars"]
+    assert {"train/tis_ratio", "train/tis_truncated", "train/engine_kl"} <= set(tags)
 
 
 def test_resume_equals_uninterrupted(tiny, tmp_path):
@@ -59,6 +66,9 @@ def test_resume_equals_uninterrupted(tiny, tmp_path):
     assert [h["policy_loss"] for h in resumed.history] == pytest.approx([h["policy_loss"] for h in straight.history])
     with pytest.raises(Exception, match="learning_rate"):
         _run(tiny, tmp_path, "ppo", 4, run="b", learning_rate=1e-3)
+    # another engine samples other steps: a resume on it is refused, naming the engines
+    with pytest.raises(Exception, match="engine: 'transformers' -> 'llamacpp'"):
+        _run(tiny, tmp_path, "ppo", 4, run="b", engine="llamacpp")
 
 
 def test_advantages():

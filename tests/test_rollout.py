@@ -152,8 +152,8 @@ def _grpo_on_llamacpp(tmp_path, monkeypatch, stale=False):
     policy = Policy(PolicyConfig(model=f"gguf:{SMOL}", lora=True, lora_r=8, lora_alpha=16, chat_template=False,
                                  device="cpu"))
     cfg = PPOConfig(algo="grpo", updates=UPDATES, episodes_per_update=8, group_size=4, max_step_tokens=5,
-                    learning_rate=5e-3, update_epochs=2, minibatch_size=8, micro_batch=8, kl_coef=0.0,
-                    ratio="token", engine="llamacpp", save_every=100)
+                    learning_rate=2e-3, update_epochs=2, minibatch_size=8, micro_batch=8, engine="llamacpp",
+                    save_every=100)
     res = train(policy, DigitEnv, cfg, tmp_path / "run", progress=False)
     return res.history
 

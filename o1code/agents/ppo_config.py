@@ -60,14 +60,16 @@ class PPOConfig:
     gamma: float = 1.0
     gae_lambda: float = 0.95
     clip: float = 0.2
-    clip_high: float | None = None
-    ratio: str = "step"
-    dynamic_sampling: bool = False
+    # GRPO practice, measured (bench/bench_grpo_options.py: with all four, a sparse binary toy reward is
+    # reached in 15 updates (median of 2 seeds); with none, not in 30; dynamic sampling alone 22.5)
+    clip_high: float | None = 0.28
+    ratio: str = "token"
+    dynamic_sampling: bool = True
     tis_cap: float = 2.0
     engine: str = "auto"
     vf_coef: float = 0.5
     ent_coef: float = 0.0
-    kl_coef: float = 0.05
+    kl_coef: float = 0.0
     learning_rate: float = 1e-5
     update_epochs: int = 2
     minibatch_size: int = 8
