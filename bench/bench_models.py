@@ -21,6 +21,14 @@ table for copies of the model's GGUF re-quantized to those types (llama.cpp's qu
 temporary directory; ``q4_0+repack`` also turns on llama.cpp's repacked weights): how much batching
 gains depends on the matrix kernels of the weight type, not on the batching.
 
+``--prompts MODEL_SPEC`` instead times llama.cpp's batching across prompts: 8 prompts x 4 samples
+(temperature 0.8, ``--max-tokens`` each), one ``generate`` call for all of them (every sequence in
+one batch: ``max_seqs=32``) vs one call per prompt, aggregate generated tokens/s, median of ``--reps``.
+
+``--lora MODEL_SPEC`` instead times the LoRA hot swap: a rank-8 LoRA policy on the model's GGUF
+(all linear layers, random B), `write_lora_gguf` (the first call, which reads the base GGUF's
+layout, then the median of ``--reps``) and `LlamaCppGenerator.set_adapter` (median).
+
 ``--load MODEL_SPEC`` instead times loading a GGUF into transformers (tokenizer + model, each in a
 fresh process): dequantized with the cache off (float32, bfloat16), the first load into an empty dequantized-GGUF
 cache (it stores), then loads from the cache in float32 and bfloat16, ``--reps`` times each
@@ -161,6 +169,75 @@ def _batched_table(spec: str, reps: int, max_tokens: int, threads: int | None, *
     print(f"load after {os.getloadavg()[0]:.2f}")
 
 
+def _llamacpp(spec: str, threads: int | None, **config: object):
+    from o1code.models import load_generator
+
+    kw = {"backend": "llamacpp"} if spec == "default" else {}
+    return load_generator(spec, n_threads=threads, **kw, **config)
+
+
+def prompts_bench(spec: str, reps: int, max_tokens: int, threads: int | None) -> None:
+    import statistics
+
+    from o1code.models import SamplingParams
+
+    gen = _llamacpp(spec, threads, max_seqs=32, n_ctx=8192)
+    gen.generate(PROMPTS[:1], SamplingParams(temperature=0, max_tokens=2))  # warm-up
+    print(f"{spec}: 8 prompts x 4 samples, {max_tokens} tokens max each (EOS ends a sample), median of {reps}, "
+          f"threads={threads or 'all'}, load before {os.getloadavg()[0]:.2f}")
+    rates: dict = {"one prompt per call": [], "one call, one batch": []}
+    for r in range(reps):
+        sp = SamplingParams(n=4, temperature=0.8, top_p=0.95, max_tokens=max_tokens, seed=r)
+        for case in (list(rates) if r % 2 else list(rates)[::-1]):  # alternate so drift hits both
+            t0 = time.perf_counter()
+            outs = gen.generate(PROMPTS, sp) if case.startswith("one call") else \
+                [gen.generate([p], sp)[0] for p in PROMPTS]
+            dt = time.perf_counter() - t0
+            rates[case].append(sum(len(c.token_ids) for o in outs for c in o) / dt)
+    med = {k: statistics.median(v) for k, v in rates.items()}
+    for k, v in rates.items():
+        print(f"  {k:20}: {med[k]:6.1f} tok/s  (runs {' '.join(f'{x:.1f}' for x in v)})")
+    print(f"  speed-up {med['one call, one batch'] / med['one prompt per call']:.2f}x; load after {os.getloadavg()[0]:.2f}")
+
+
+def lora_bench(spec: str, reps: int, threads: int | None) -> None:
+    import statistics
+
+    import torch
+
+    from o1code.models.gguf_export import base_gguf
+    from o1code.models.lora_gguf import write_lora_gguf
+    from o1code.models.policy import Policy, PolicyConfig
+
+    base = base_gguf(spec)
+    policy = Policy(PolicyConfig(model=f"gguf:{base}", lora=True, device="cpu"))
+    with torch.no_grad():
+        for name, p in policy.model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.01)
+    gen = _llamacpp(f"llamacpp:{base}", threads)
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as d:
+        t0 = time.perf_counter()
+        path = write_lora_gguf(policy, base, f"{d}/a.gguf")
+        first = time.perf_counter() - t0
+        writes, sets = [], []
+        for r in range(reps):
+            t0 = time.perf_counter()
+            path = write_lora_gguf(policy, base, f"{d}/{r}.gguf")
+            t1 = time.perf_counter()
+            gen.set_adapter(path)
+            sets.append(time.perf_counter() - t1)
+            writes.append(t1 - t0)
+        size = path.stat().st_size
+    n = sum(1 for m in policy.model.modules() if hasattr(m, "lora_A") and "default" in getattr(m, "lora_A", {}))
+    print(f"{spec}: LoRA r={policy.config.lora_r} on {n} linear layers, adapter file {size / 2**20:.1f} MiB, "
+          f"median of {reps}, load {os.getloadavg()[0]:.2f}")
+    print(f"  write_lora_gguf: first {first:.2f} s (reads the base GGUF's layout), then {statistics.median(writes):.3f} s")
+    print(f"  set_adapter:     {statistics.median(sets):.3f} s")
+
+
 def load_worker(spec: str, dtype: str) -> dict:
     from o1code.models.hub import load_model, load_tokenizer
 
@@ -219,9 +296,11 @@ def main() -> None:
     ap.add_argument("--max-tokens", type=int, default=128)
     ap.add_argument("--prefix-cache", metavar="MODEL_SPEC", help="time llama.cpp's prefix cache instead")
     ap.add_argument("--batched", metavar="MODEL_SPEC", help="time multi-sequence decoding instead")
-    ap.add_argument("--threads", type=int, default=None, help="llama.cpp threads for --batched")
+    ap.add_argument("--threads", type=int, default=None, help="llama.cpp threads for --batched, --prompts, --lora")
     ap.add_argument("--quant", default="", help="--batched also on re-quantized copies, e.g. q8_0,q4_0,q4_0+repack")
     ap.add_argument("--reps", type=int, default=5)
+    ap.add_argument("--prompts", metavar="MODEL_SPEC", help="time batching across prompts (8 x 4) instead")
+    ap.add_argument("--lora", metavar="MODEL_SPEC", help="time write_lora_gguf + set_adapter instead")
     ap.add_argument("--load", metavar="MODEL_SPEC", help="time loading a GGUF into transformers, with "
                     "and without the dequantized-GGUF cache, instead")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
@@ -233,6 +312,12 @@ def main() -> None:
         return
     if a.batched:
         batched_bench(a.batched, a.reps, a.max_tokens, a.threads, a.quant)
+        return
+    if a.prompts:
+        prompts_bench(a.prompts, a.reps, a.max_tokens, a.threads)
+        return
+    if a.lora:
+        lora_bench(a.lora, a.reps, a.threads)
         return
     if a.load:
         load_bench(a.load, a.reps)

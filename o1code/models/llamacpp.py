@@ -239,8 +239,9 @@ class LlamaCppGenerator:
         jobs = [(i, 0 if params.greedy else params.seed_for(j))
                 for i in range(len(prompts)) for j in range(1 if params.greedy else params.n)]
         done: list[Completion] = []
+        arrays = [np.asarray(t, dtype=np.intc) for t in toks]
         for group in self._groups(jobs, toks, params.max_tokens):
-            done += self._run_group(group, [np.asarray(t, dtype=np.intc) for t in toks], params)
+            done += self._run_group(group, arrays, params)
         if params.greedy:
             return [[dataclasses.replace(c, token_ids=list(c.token_ids), logprobs=list(c.logprobs or []))
                      for _ in range(params.n)] for c in done]
