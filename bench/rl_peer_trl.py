@@ -13,9 +13,14 @@ the reference being the adapters disabled; the prompt is the env's (`O1CodeTask`
 - ``update_epochs`` passes over the rollout -> ``num_iterations`` (TRL reuses a generation that many times);
 - optimizer steps of ``minibatch_size``, forward passes of ``micro_batch`` -> ``gradient_accumulation_steps =
   minibatch_size / micro_batch`` of ``per_device_train_batch_size = micro_batch``;
-- ``kl_coef`` -> ``beta``, ``clip`` -> ``epsilon``, ``max_step_tokens`` -> ``max_completion_length`` (times
-  ``max_steps`` in the multi-step modes), same learning rate, temperature, top_p, grad clipping and seed;
-  gradient checkpointing off as in o1code's trainer (TRL's default is on).
+- ``kl_coef`` -> ``beta`` (0: neither computes reference log-probs), ``clip`` / ``clip_high`` -> ``epsilon`` /
+  ``epsilon_high``, ``ratio="token"`` -> TRL's per-token ratios with its token-mean ``dapo`` loss (``"step"`` ->
+  ``importance_sampling_level="sequence"``, a per-sequence ratio), ``max_step_tokens`` ->
+  ``max_completion_length`` (times ``max_steps`` in the multi-step modes), same learning rate, temperature,
+  top_p, grad clipping and seed; gradient checkpointing off as in o1code's trainer (TRL's default is on).
+- not mirrored: ``dynamic_sampling`` (TRL trains on every group, all-equal ones giving no gradient; o1code
+  rolls out up to three more draws in their place, so its update can sample more) and ``tis_cap`` (TRL's
+  transformers path samples with the trainer's own weights: no engine-trainer mismatch to correct).
 
 One update is ``update_epochs * episodes / minibatch_size`` TRL optimizer steps. Where TRL differs by design:
 a completion is one generation, so a pseudocode episode is one sample of the whole trace (o1code samples it step
@@ -108,7 +113,8 @@ class _UpdateClock(TrainerCallback):
 def run_trl_grpo(model_spec: str, problems: Sequence[Problem], *, group_size: int = 4, episodes_per_update: int = 8,
                  updates: int = 2, mode: str = "direct", max_steps: int | None = None, show_tests: str = "first",
                  tests: str = "visible", reward: str = "binary", max_step_tokens: int = 128,
-                 learning_rate: float = 5e-5, kl_coef: float = 0.05, clip: float = 0.2, update_epochs: int = 2,
+                 learning_rate: float = 5e-5, kl_coef: float = 0.0, clip: float = 0.2, clip_high: float | None = 0.28,
+                 ratio: str = "token", update_epochs: int = 2,
                  minibatch_size: int = 8, micro_batch: int = 4, temperature: float = 1.0, top_p: float = 1.0,
                  max_grad_norm: float = 1.0, lora_r: int = 16, lora_alpha: int = 32, chat_template: bool = False,
                  gradient_checkpointing: bool = False, seed: int = 0, workers: int = 2,
@@ -156,6 +162,7 @@ def run_trl_grpo(model_spec: str, problems: Sequence[Problem], *, group_size: in
             gradient_accumulation_steps=minibatch_size // micro_batch,
             steps_per_generation=episodes_per_update // micro_batch, num_iterations=update_epochs,
             max_completion_length=max_step_tokens * task.env.max_steps, beta=kl_coef, epsilon=clip,
+            epsilon_high=clip_high, importance_sampling_level="token" if ratio == "token" else "sequence",
             learning_rate=learning_rate, temperature=temperature, top_p=top_p, max_grad_norm=max_grad_norm,
             seed=seed, shuffle_dataset=False, logging_steps=1, report_to=[], save_strategy="no",
             gradient_checkpointing=gradient_checkpointing, use_cpu=not torch.cuda.is_available(), bf16=False,
@@ -178,7 +185,8 @@ def run_like_ppo(config: Any) -> TRLRun:
     problems = train_problems(config)
     random.Random(config.seed).shuffle(problems)  # as run_ppo shuffles its task ids
     names = ("group_size", "episodes_per_update", "updates", "mode", "max_steps", "show_tests", "tests", "reward",
-             "max_step_tokens", "learning_rate", "kl_coef", "clip", "update_epochs", "minibatch_size", "micro_batch",
+             "max_step_tokens", "learning_rate", "kl_coef", "clip", "clip_high", "ratio", "update_epochs",
+             "minibatch_size", "micro_batch",
              "temperature", "top_p", "max_grad_norm", "lora_r", "lora_alpha", "chat_template", "seed")
     return run_trl_grpo(config.model, problems, **{n: getattr(config, n) for n in names})
 
