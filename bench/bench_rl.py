@@ -32,12 +32,13 @@ PARTS = (("sample", "decode"), ("score", "logp recompute"), ("train", "fwd+bwd+o
          ("sync", "sync"))
 
 
-def child(engine: str, updates: int, run_dir: str, kl_coef: float) -> None:
+def child(engine: str, updates: int, run_dir: str, kl_coef: float, prompt_style: str | None) -> None:
     from o1code.pipeline.ppo import PPORunConfig, run_ppo
 
     cfg = PPORunConfig(model="default", algo="grpo", mode="pseudocode", max_steps=4, episodes_per_update=8,
                        group_size=4, updates=updates, eval_limit=0, engine="transformers" if engine == "trl" else engine,
-                       run_dir=run_dir, save_every=1000, kl_coef=kl_coef, device="cpu", train_limit=24, prm=None)
+                       run_dir=run_dir, save_every=1000, kl_coef=kl_coef, device="cpu", train_limit=24, prm=None,
+                       prompt_style=prompt_style)
     t0 = time.perf_counter()
     if engine == "trl":  # the peer: TRL's GRPOTrainer on this same config (bench/rl_peer_trl.py)
         from rl_peer_trl import run_like_ppo
@@ -56,20 +57,25 @@ def main() -> None:
     ap.add_argument("--engines", default="llamacpp,transformers")
     ap.add_argument("--peer", choices=["trl"], help="also run TRL's GRPOTrainer on the same settings, last")
     ap.add_argument("--kl-coef", type=float, default=0.05, help="the CPU recipe's (0: no reference pass)")
+    ap.add_argument("--prompt-style", choices=["fewshot", "instruct"], default=None,
+                    help="the env's prompts (default: PPORunConfig's); instruct pseudocode prompts are 2.7x shorter "
+                         "(no worked examples), which the log-prob recomputation and the update feel")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
-        child(args.child, args.updates, tempfile.mkdtemp(prefix="bench-rl-"), args.kl_coef)
+        child(args.child, args.updates, tempfile.mkdtemp(prefix="bench-rl-"), args.kl_coef, args.prompt_style)
         return
     print(f"# bench_rl: default model, pseudocode, <=4 steps, 8 episodes in groups of 4, PRM off, kl_coef "
-          f"{args.kl_coef}, {args.updates} update(s) per engine; {os.cpu_count()} CPUs, load average "
+          f"{args.kl_coef}, prompt style {args.prompt_style or 'default'}, {args.updates} update(s) per engine; {os.cpu_count()} CPUs, load average "
           f"{os.getloadavg()[0]:.1f} at start", flush=True)
     print(f"{'engine':13s} {'upd':>3s} {'total s':>8s} " + " ".join(f"{label:>14s}" for _, label in PARTS)
           + f" {'other':>7s} {'tokens':>7s} {'reward':>6s} {'eng KL':>7s}", flush=True)
     medians = {}
     for engine in args.engines.split(",") + ([args.peer] if args.peer else []):
         out = subprocess.run([sys.executable, __file__, "--child", engine, "--updates", str(args.updates),
-                              "--kl-coef", str(args.kl_coef)], capture_output=True, text=True)
+                              "--kl-coef", str(args.kl_coef)]
+                             + (["--prompt-style", args.prompt_style] if args.prompt_style else []),
+                             capture_output=True, text=True)
         line = next((x for x in out.stdout.splitlines() if x.startswith("RESULT ")), None)
         if line is None:
             print(f"{engine}: failed\n{out.stderr[-3000:]}", flush=True)
