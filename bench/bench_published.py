@@ -153,7 +153,7 @@ def play_harness(args: argparse.Namespace) -> None:
     summary = run_eval(config, generator=load(args.backend, args.dtype), progress=False)
     Path(args.run_dir, "backend.json").write_text(json.dumps({"backend": args.backend, "dtype": args.dtype}))
     print(f"{args.run_dir}: harness instruct prompt, {args.backend} {args.dtype or ''}: "
-          f"Pass@1 {summary['pass_at_1']:.1f} (n={summary.get('problems')})")
+          f"Pass@1 {100 * summary['pass_at_1']:.1f} (n={summary.get('problems')})")
 
 
 def main() -> None:

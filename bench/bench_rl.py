@@ -6,7 +6,9 @@ child process of its own (so each peak RSS is its own) for ``--updates`` updates
 the total and its split as `o1code.agents.ppo.train` logs it: decode (the engine's sampling), the
 log-prob recomputation (the trainer's "old" log-probs, and the reference's when kl_coef > 0), the update
 (forward + backward + optimizer steps), the sandbox (env steps: running the tests) and the adapter sync;
-"other" is the total less those parts (idle waits or repeated work would show there). Then the median
+"other" is the total less those parts (idle waits or repeated work would show there); "eps" the episodes
+drawn (dynamic sampling draws up to 4 x 8 when groups have equal rewards, so compare engines per episode
+too: the engines sample different texts, hence different refills). Then the median
 seconds per update of each engine, their ratio, the tokens decoded per second, and each child's peak RSS.
 ``--peer trl`` runs TRL's GRPOTrainer on the same config last (bench/rl_peer_trl.py: the mapping, and how
 its parts are split), and prints its seconds per update over each engine's.
@@ -69,7 +71,7 @@ def main() -> None:
           f"{args.kl_coef}, prompt style {args.prompt_style or 'default'}, {args.updates} update(s) per engine; {os.cpu_count()} CPUs, load average "
           f"{os.getloadavg()[0]:.1f} at start", flush=True)
     print(f"{'engine':13s} {'upd':>3s} {'total s':>8s} " + " ".join(f"{label:>14s}" for _, label in PARTS)
-          + f" {'other':>7s} {'tokens':>7s} {'reward':>6s} {'eng KL':>7s}", flush=True)
+          + f" {'other':>7s} {'tokens':>7s} {'eps':>4s} {'reward':>6s} {'eng KL':>7s}", flush=True)
     medians = {}
     for engine in args.engines.split(",") + ([args.peer] if args.peer else []):
         out = subprocess.run([sys.executable, __file__, "--child", engine, "--updates", str(args.updates),
@@ -86,12 +88,14 @@ def main() -> None:
             total = h["seconds_per_update"]
             tokens = h["tokens_per_s"] * total
             print(f"{engine:13s} {h['update']:>3d} {total:>8.1f} " + " ".join(f"{p:>14.1f}" for p in parts)
-                  + f" {total - sum(parts):>7.1f} {tokens:>7.0f} {h['reward']:>6.2f} {h.get('engine_kl', 0):>7.4f}",
+                  + f" {total - sum(parts):>7.1f} {tokens:>7.0f} {h['episodes']:>4d} {h['reward']:>6.2f}"
+                  f" {h.get('engine_kl', 0):>7.4f}",
                   flush=True)
         secs = [h["seconds_per_update"] for h in r["history"]]
         decode = [h["tokens_per_s"] * h["seconds_per_update"] / max(h["seconds/sample"], 1e-9) for h in r["history"]]
         medians[engine] = statistics.median(secs)
-        print(f"{engine:13s} median {medians[engine]:.1f} s/update, decode {statistics.median(decode):.1f} tokens/s, "
+        per_episode = statistics.median(h["seconds_per_update"] / h["episodes"] for h in r["history"])
+        print(f"{engine:13s} median {medians[engine]:.1f} s/update ({per_episode:.1f} s per episode drawn), decode {statistics.median(decode):.1f} tokens/s, "
               f"peak RSS {r['peak_rss'] / 2**30:.2f} GiB", flush=True)
     if "llamacpp" in medians and "transformers" in medians:
         print(f"llama.cpp rollouts: {medians['transformers'] / medians['llamacpp']:.2f}x faster per update; "

@@ -163,10 +163,11 @@ def test_grpo_learns_on_llamacpp_rollouts_with_the_adapter_hot_swap(tmp_path, mo
     history = _grpo_on_llamacpp(tmp_path, monkeypatch)
     rewards = [round(h["reward"], 3) for h in history]
     first, last = sum(rewards[:2]) / 2, sum(rewards[-2:]) / 2
-    print("rewards", rewards, "engine_kl", [round(h["engine_kl"], 4) for h in history],
-          "tis_ratio", [round(h["tis_ratio"], 3) for h in history])
+    # the mismatch is measured on the steps an update trains on (none when dynamic sampling kept no group)
+    kls = [round(h["engine_kl"], 4) for h in history if "engine_kl" in h]
+    print("rewards", rewards, "engine_kl", kls, "tis_ratio", [round(h["tis_ratio"], 3) for h in history if "tis_ratio" in h])
     assert last > first + 0.25, rewards
-    assert all(h["engine_kl"] < 0.1 for h in history)  # the engine samples what the trainer trains
+    assert kls and all(k < 0.1 for k in kls)  # the engine samples what the trainer trains
     assert json_engine(tmp_path / "run") == "llamacpp"
 
 

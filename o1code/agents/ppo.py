@@ -7,7 +7,8 @@ policy's value head at the prompt's last token. One update is:
 1. **rollout**: ``episodes_per_update`` episodes in a list of envs stepped together; at each round
    a rollout engine (`o1code.agents.rollout`: transformers, llama.cpp or vLLM) samples the next step
    of every unfinished episode in one seeded call, with each token's log-prob under the engine; the
-   trainer recomputes them (the ratio's "old" log-probs). The reward of a step is the env's (its
+   trainer recomputes them (the ratio's "old" log-probs) for the steps the update keeps, once dynamic
+   sampling has dropped the rest (a dropped group costs no trainer pass). The reward of a step is the env's (its
    process reward, if one is configured, and the outcome reward from the env's *reward tests* at the
    last step, or `phi`). ``info["eval"]`` (the judging tests) is only recorded, never rewarded, so the
    gap between the two pass rates is the reward-hacking gap, logged side by side. GRPO's dynamic
@@ -112,8 +113,10 @@ def rollout(policy: Policy, engine: RolloutEngine, reference: Any, envs: Sequenc
             tag: str, task_ids: Sequence[str | None], timing: dict[str, float] | None = None
             ) -> tuple[list[Step], list[Episode]]:
     """Play one episode in each env (env i on ``task_ids[i]`` when given), all stepped together: the
-    engine samples each round's steps, the trainer scores them (`score_steps`). `tag` keys the seeds
-    (the update, and the draw within it); `timing` accumulates seconds of sample, score and env."""
+    engine samples each round's steps. The steps come back unscored (`score` fills the trainer's
+    log-probs and values) so that dynamic sampling drops groups before the trainer spends a forward
+    pass on them. `tag` keys the seeds (the update, and the draw within it); `timing` accumulates
+    seconds of sample and env."""
     policy.eval()
     clock = timing if timing is not None else {}
     obs, infos = zip(*(env.reset(seed=problem_seed(config.seed, f"{tag}:{i}"),
@@ -131,15 +134,12 @@ def rollout(policy: Policy, engine: RolloutEngine, reference: Any, envs: Sequenc
                               config.temperature, config.top_p)
         ids = [s.token_ids for s in samples]
         t, clock["sample"] = time.perf_counter(), clock.get("sample", 0.0) + time.perf_counter() - t
-        lp, ref, val = score_steps(policy, reference, prompts, ids, config.micro_batch, kl=config.kl_coef > 0)
-        t, clock["score"] = time.perf_counter(), clock.get("score", 0.0) + time.perf_counter() - t
         still = []
         for k, i in enumerate(active):
             text = step_text(policy, ids[k])
             obs[i], reward, terminated, truncated, info = envs[i].step(text)
             done = terminated or truncated
-            steps.append(Step(i, prompts[k], ids[k], text, lp[k], samples[k].logprobs, ref[k] if ref else None,
-                              val[k], float(reward), done))
+            steps.append(Step(i, prompts[k], ids[k], text, [], samples[k].logprobs, None, 0.0, float(reward), done))
             ep = episodes[i]
             ep.ret += float(reward)
             ep.steps += 1
@@ -152,6 +152,20 @@ def rollout(policy: Policy, engine: RolloutEngine, reference: Any, envs: Sequenc
         clock["env"] = clock.get("env", 0.0) + time.perf_counter() - t
         active, rnd = still, rnd + 1
     return steps, episodes
+
+
+def score(policy: Policy, reference: Any, steps: Sequence[Step], config: PPOConfig,
+          timing: dict[str, float] | None = None) -> None:
+    """Fill each step's trainer log-probs (the ratio's "old"), reference log-probs (kl_coef > 0) and
+    value (`score_steps`), in place; `timing` accumulates the seconds under ``score``."""
+    t = time.perf_counter()
+    policy.eval()
+    lp, ref, val = score_steps(policy, reference, [s.prompt for s in steps], [s.token_ids for s in steps],
+                               config.micro_batch, kl=config.kl_coef > 0)
+    for k, s in enumerate(steps):
+        s.logprobs, s.ref_logprobs, s.value = lp[k], (ref[k] if ref else None), val[k]
+    if timing is not None:
+        timing["score"] = timing.get("score", 0.0) + time.perf_counter() - t
 
 
 def informative(steps: list[Step], episodes: list[Episode], group_size: int) -> tuple[list[Step], list[Episode]]:
@@ -369,14 +383,14 @@ def train(policy: Policy, make_env: Callable[[], Any], config: PPOConfig, run_di
         for update in bar:
             t0 = time.perf_counter()
             clock: dict[str, float] = {}
-            steps, episodes, sampled, drawn = [], [], [], []
+            steps, episodes, sampled = [], [], []
             dynamic = config.dynamic_sampling and config.algo == "grpo"
             for draw in range(4 if dynamic else 1):  # dynamic sampling: up to three refills
                 chosen = [task_ids[(cursor + j) % len(task_ids)] if task_ids else None for j in range(n)]
                 cursor += n
                 s, e = rollout(policy, engine, reference, envs, config, f"{update}+{draw}" if draw else str(update),
                                [t for t in chosen for _ in range(per)], clock)
-                sampled, drawn = sampled + e, drawn + s
+                sampled = sampled + e
                 if dynamic:
                     s, e = informative(s, e, config.group_size)
                 for x in s:
@@ -386,6 +400,7 @@ def train(policy: Policy, make_env: Callable[[], Any], config: PPOConfig, run_di
                     break
             episodes = episodes[:config.episodes_per_update]
             steps = [x for x in steps if x.episode < len(episodes)]
+            score(policy, reference, steps, config, clock)  # only what the update trains on
             if config.algo == "grpo":
                 group_advantages(steps, episodes, config.group_size)
             else:
@@ -403,7 +418,7 @@ def train(policy: Policy, make_env: Callable[[], Any], config: PPOConfig, run_di
                    "steps_per_episode": float(np.mean([e.steps for e in sampled])), "episodes": len(sampled),
                    "trained_episodes": len(episodes), "explained_variance": ev, "seconds_per_update": seconds,
                    "tokens_per_s": sum(len(s.token_ids) for s in steps) / seconds, **stats,
-                   **engine_stats(drawn, config), **{f"seconds/{k}": v for k, v in clock.items()}}
+                   **engine_stats(steps, config), **{f"seconds/{k}": v for k, v in clock.items()}}
             if evaluate and config.eval_every and (update + 1) % config.eval_every == 0:
                 row.update({f"eval/{k}": v for k, v in evaluate(policy).items()})
             history.append(row)
@@ -426,5 +441,5 @@ def train(policy: Policy, make_env: Callable[[], Any], config: PPOConfig, run_di
 
 
 __all__ = ["ALGOS", "Episode", "PPOConfig", "PPOResult", "Step", "engine_stats", "explained_variance", "gae",
-           "group_advantages", "informative", "make_reference", "reference_logprobs", "rollout", "score_steps",
+           "group_advantages", "informative", "make_reference", "reference_logprobs", "rollout", "score", "score_steps",
            "tis_weights", "train", "update_policy"]
