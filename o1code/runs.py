@@ -185,28 +185,17 @@ def load_config(run_dir: str | os.PathLike) -> dict[str, Any] | None:
     return stored
 
 
-def config_changes(stored: Mapping[str, Any], config: Mapping[str, Any], ignore: Iterable[str] = (),
-                   legacy: Mapping[str, Any] | None = None) -> list[str]:
+def config_changes(stored: Mapping[str, Any], config: Mapping[str, Any], ignore: Iterable[str] = ()) -> list[str]:
     """``"key: old -> new"`` for every key (but those in `ignore`) whose value differs between the
-    stored and the new settings; a key on one side only shows ``'(unset)'`` on the other.
-
-    `legacy` maps a key to the value that a missing or None setting meant before the key got its
-    present default (``{"prompt_style": "fewshot"}``): on both sides such a setting reads as that
-    value, so a run pinned before the default changed still resumes under its own setting spelled out.
-    """
+    stored and the new settings; a key on one side only shows ``'(unset)'`` on the other."""
     skip = set(ignore)
     old = {k: v for k, v in stored.items() if k not in skip}
     new = {k: v for k, v in config.items() if k not in skip}
-    for k, v in (legacy or {}).items():
-        for side in (old, new):
-            if k not in skip and side.get(k) is None:
-                side[k] = v
     return [f"{k}: {old.get(k, '(unset)')!r} -> {new.get(k, '(unset)')!r}"
             for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
 
 
-def pin_config(run_dir: str | os.PathLike, config: Mapping[str, Any], *, ignore: Iterable[str] = (),
-               legacy: Mapping[str, Any] | None = None) -> dict[str, Any] | None:
+def pin_config(run_dir: str | os.PathLike, config: Mapping[str, Any], *, ignore: Iterable[str] = ()) -> dict[str, Any] | None:
     """Pin `run_dir` (created if missing) to the JSON-ready settings `config`.
 
     On the first start ``config.json`` is written. On a resume the stored settings are compared
@@ -214,13 +203,13 @@ def pin_config(run_dir: str | os.PathLike, config: Mapping[str, Any], *, ignore:
     which items run, values derived from others); any difference raises `RunDirError` naming each
     differing key with its old and new value, because resuming would mix results. Otherwise
     ``config.json`` is rewritten with `config` (so ignored keys show the latest call). Returns the
-    stored settings, or None on a first start. `legacy`: see `config_changes`.
+    stored settings, or None on a first start.
     """
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     stored = load_config(run_dir)
     if stored is not None:
-        changed = config_changes(stored, config, ignore, legacy)
+        changed = config_changes(stored, config, ignore)
         if changed:
             raise RunDirError(f"{run_dir} holds a run with other settings ({'; '.join(changed)}); resuming would "
                               "mix results: use another --run-dir, or the same settings")

@@ -262,8 +262,8 @@ def test_eval_pins_the_prompt_style_and_plays_instruct(tmp_path):
     from o1code.pipeline.errors import PipelineError
 
     run = tmp_path / "run"
-    cfg = EvalConfig(agent="greedy", mode="direct", dataset="humaneval", limit=3, run_dir=str(run))
-    assert cfg.prompt_style == "instruct"  # the default: it scores best (README, published numbers)
+    cfg = EvalConfig(agent="greedy", mode="direct", dataset="humaneval", limit=3, run_dir=str(run),
+                     prompt_style="instruct")
     gen = ChatCoder(HE[:3])
     summary = run_eval(cfg, generator=gen, progress=False)
     assert summary["pass_at_1"] == 1.0 and summary["prompt_style"] == "instruct"
@@ -271,24 +271,11 @@ def test_eval_pins_the_prompt_style_and_plays_instruct(tmp_path):
     rows = [json.loads(line) for line in (run / "results.jsonl").read_text().splitlines()]
     assert len(rows) == 3 and all(r["passed"] and "This solves" not in r["code"] for r in rows)
     with pytest.raises(PipelineError, match="prompt_style"):  # a resume with another style is refused by name
-        run_eval(EvalConfig(agent="greedy", mode="direct", dataset="humaneval", limit=3, run_dir=str(run),
-                            prompt_style="fewshot"), generator=gen, progress=False)
-    few = tmp_path / "few"
-    fewshot = run_eval(EvalConfig(agent="greedy", mode="direct", dataset="humaneval", limit=2, run_dir=str(few),
-                                  prompt_style="fewshot"), generator=ChatCoder(HE[:3]), progress=False)
+        run_eval(EvalConfig(agent="greedy", mode="direct", dataset="humaneval", limit=3, run_dir=str(run)),
+                 generator=gen, progress=False)
+    fewshot = run_eval(EvalConfig(agent="greedy", mode="direct", dataset="humaneval", limit=3,
+                                  run_dir=str(tmp_path / "few")), generator=ChatCoder(HE[:3]), progress=False)
     assert fewshot["pass_at_1"] == 0.0  # the scripted coder answers only the instruct prompt
-    # a run pinned before the default changed (prompt_style null, or no key) was fewshot: it resumes
-    # as fewshot, and the new default is refused by name
-    pinned = json.loads((few / "config.json").read_text())
-    for legacy in ({**pinned, "prompt_style": None}, {k: v for k, v in pinned.items() if k != "prompt_style"}):
-        (few / "config.json").write_text(json.dumps(legacy))
-        resumed = run_eval(EvalConfig(agent="greedy", mode="direct", dataset="humaneval", limit=3, run_dir=str(few),
-                                      prompt_style="fewshot"), generator=ChatCoder(HE[:3]), progress=False)
-        assert resumed["problems"] == 3 and resumed["pass_at_1"] == 0.0
-        (few / "config.json").write_text(json.dumps(legacy))
-        with pytest.raises(PipelineError, match="prompt_style: 'fewshot' -> 'instruct'"):
-            run_eval(EvalConfig(agent="greedy", mode="direct", dataset="humaneval", limit=3, run_dir=str(few)),
-                     generator=gen, progress=False)
 
 
 def test_mcts_step_prompts_continue_the_assistant_turn():

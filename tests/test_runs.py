@@ -142,17 +142,3 @@ def test_runs_imports_only_the_standard_library_and_errors():
 
     imports = [line for line in open(o1code.runs.__file__).read().splitlines() if line.startswith(("import ", "from "))]
     assert [line.split(" import ")[0] for line in imports if "o1code" in line] == ["from o1code.errors"]
-
-
-def test_pin_config_reads_a_legacy_setting_as_what_it_meant(tmp_path):
-    # a run pinned before prompt_style got its default (the key missing, or None) was fewshot
-    legacy = {"prompt_style": "fewshot"}
-    for stored in ({"a": 1}, {"a": 1, "prompt_style": None}):
-        (tmp_path / "config.json").write_text(json.dumps(stored))
-        assert pin_config(tmp_path, {"a": 1, "prompt_style": "fewshot"}, legacy=legacy) == stored
-        (tmp_path / "config.json").write_text(json.dumps(stored))
-        with pytest.raises(RunDirError, match="prompt_style: 'fewshot' -> 'instruct'"):
-            pin_config(tmp_path, {"a": 1, "prompt_style": "instruct"}, legacy=legacy)
-    (tmp_path / "config.json").write_text(json.dumps({"a": 1}))
-    with pytest.raises(RunDirError, match="prompt_style"):  # without `legacy`, the key is a change
-        pin_config(tmp_path, {"a": 1, "prompt_style": "fewshot"})

@@ -107,12 +107,11 @@ class EvalConfig:
         "ORACLE)", metavar="SOURCE"))
     show_tests: str = field(default="first", metadata=_help(
         "tests shown in the prompt: first = the visible tests, all = the judging tests too", choices=SHOW_TESTS))
-    # instruct scores best (README: published numbers); a run pinned before the key existed, or with
-    # None, was fewshot (`LEGACY`)
-    prompt_style: str | None = field(default="instruct", metadata=_help(
-        "prompt: instruct (the model's chat template around an EvalPlus-style instruction, steps inside the "
-        "assistant turn; the default, it scores best) or fewshot (raw continuation with worked examples)",
-        choices=PROMPT_STYLES))
+    # None (fewshot) so that run directories pinned before this key existed still resume
+    prompt_style: str | None = field(default=None, metadata=_help(
+        "prompt: fewshot (raw continuation with worked examples; the default, best in the step modes) or "
+        "instruct (the model's chat template around an EvalPlus-style instruction, steps inside the assistant "
+        "turn; best in direct mode). README: Published numbers", choices=PROMPT_STYLES))
     include_known_bad: bool = field(default=False, metadata=_help(
         "count the known-bad MBPP tasks in Pass@1 (they always run)"))
     timeout_s: float = field(default=4.0, metadata=_help(
@@ -194,8 +193,6 @@ class EvalConfig:
 
 #: EvalConfig fields a resumed run may change: they pick or count problems, not their results.
 UNPINNED = frozenset({"run_dir", "limit", "tasks", "include_known_bad", "ray"})
-#: What a missing or None setting of a run pinned before the key's present default meant (`pin_config`).
-LEGACY = {"prompt_style": "fewshot"}
 
 
 def load_prm(path: str) -> Any:
@@ -377,7 +374,7 @@ def run_eval(
     config.validate()
     run_dir = Path(config.run_dir)
     try:  # config.json: every field, and the derived `oracle` label; pinned on all but UNPINNED
-        pin_config(run_dir, {**asdict(config), "oracle": config.oracle}, ignore=UNPINNED | {"oracle"}, legacy=LEGACY)
+        pin_config(run_dir, {**asdict(config), "oracle": config.oracle}, ignore=UNPINNED | {"oracle"})
     except RunDirError as exc:
         raise PipelineError(str(exc)) from None
     if config.oracle:
