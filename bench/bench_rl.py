@@ -92,7 +92,7 @@ def main() -> None:
                   f" {h.get('engine_kl', 0):>7.4f}",
                   flush=True)
         secs = [h["seconds_per_update"] for h in r["history"]]
-        decode = [h["tokens_per_s"] * h["seconds_per_update"] / max(h["seconds/sample"], 1e-9) for h in r["history"]]
+        decode = [h["tokens_sampled"] / max(h["seconds/sample"], 1e-9) for h in r["history"]]  # every episode drawn
         medians[engine] = statistics.median(secs)
         per_episode = statistics.median(h["seconds_per_update"] / h["episodes"] for h in r["history"])
         print(f"{engine:13s} median {medians[engine]:.1f} s/update ({per_episode:.1f} s per episode drawn), decode {statistics.median(decode):.1f} tokens/s, "

@@ -383,14 +383,14 @@ def train(policy: Policy, make_env: Callable[[], Any], config: PPOConfig, run_di
         for update in bar:
             t0 = time.perf_counter()
             clock: dict[str, float] = {}
-            steps, episodes, sampled = [], [], []
+            steps, episodes, sampled, decoded = [], [], [], 0
             dynamic = config.dynamic_sampling and config.algo == "grpo"
             for draw in range(4 if dynamic else 1):  # dynamic sampling: up to three refills
                 chosen = [task_ids[(cursor + j) % len(task_ids)] if task_ids else None for j in range(n)]
                 cursor += n
                 s, e = rollout(policy, engine, reference, envs, config, f"{update}+{draw}" if draw else str(update),
                                [t for t in chosen for _ in range(per)], clock)
-                sampled = sampled + e
+                sampled, decoded = sampled + e, decoded + sum(len(x.token_ids) for x in s)
                 if dynamic:
                     s, e = informative(s, e, config.group_size)
                 for x in s:
@@ -417,7 +417,7 @@ def train(policy: Policy, make_env: Callable[[], Any], config: PPOConfig, run_di
                    "hidden_test_pass": float(np.mean([e.eval_passed for e in sampled])),
                    "steps_per_episode": float(np.mean([e.steps for e in sampled])), "episodes": len(sampled),
                    "trained_episodes": len(episodes), "explained_variance": ev, "seconds_per_update": seconds,
-                   "tokens_per_s": sum(len(s.token_ids) for s in steps) / seconds, **stats,
+                   "tokens_per_s": sum(len(s.token_ids) for s in steps) / seconds, "tokens_sampled": decoded, **stats,
                    **engine_stats(steps, config), **{f"seconds/{k}": v for k, v in clock.items()}}
             if evaluate and config.eval_every and (update + 1) % config.eval_every == 0:
                 row.update({f"eval/{k}": v for k, v in evaluate(policy).items()})
