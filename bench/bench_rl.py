@@ -68,7 +68,8 @@ def main() -> None:
         child(args.child, args.updates, tempfile.mkdtemp(prefix="bench-rl-"), args.kl_coef, args.prompt_style)
         return
     print(f"# bench_rl: default model, pseudocode, <=4 steps, 8 episodes in groups of 4, PRM off, kl_coef "
-          f"{args.kl_coef}, prompt style {args.prompt_style or 'default'}, {args.updates} update(s) per engine; {os.cpu_count()} CPUs, load average "
+          f"{args.kl_coef}, prompt style {args.prompt_style or 'default'}, {args.updates} update(s) per engine; "
+          f"{os.cpu_count()} CPUs, load average "
           f"{os.getloadavg()[0]:.1f} at start", flush=True)
     print(f"{'engine':13s} {'upd':>3s} {'total s':>8s} " + " ".join(f"{label:>14s}" for _, label in PARTS)
           + f" {'other':>7s} {'tokens':>7s} {'eps':>4s} {'reward':>6s} {'eng KL':>7s}", flush=True)
@@ -95,8 +96,8 @@ def main() -> None:
         decode = [h["tokens_sampled"] / max(h["seconds/sample"], 1e-9) for h in r["history"]]  # every episode drawn
         medians[engine] = statistics.median(secs)
         per_episode = statistics.median(h["seconds_per_update"] / h["episodes"] for h in r["history"])
-        print(f"{engine:13s} median {medians[engine]:.1f} s/update ({per_episode:.1f} s per episode drawn), decode {statistics.median(decode):.1f} tokens/s, "
-              f"peak RSS {r['peak_rss'] / 2**30:.2f} GiB", flush=True)
+        print(f"{engine:13s} median {medians[engine]:.1f} s/update ({per_episode:.1f} s per episode drawn), "
+              f"decode {statistics.median(decode):.1f} tokens/s, peak RSS {r['peak_rss'] / 2**30:.2f} GiB", flush=True)
     if "llamacpp" in medians and "transformers" in medians:
         print(f"llama.cpp rollouts: {medians['transformers'] / medians['llamacpp']:.2f}x faster per update; "
               f"load average {os.getloadavg()[0]:.1f} at the end", flush=True)

@@ -26,7 +26,7 @@ class PlanPolicy:
     def generate(self, prompts, params):
         out = []
         for prompt in prompts:
-            solution = re.split(r"### Solution\n|<\|im_start\|>assistant\n", prompt)[-1]  # fewshot or instruct
+            solution = prompt.rsplit("### Solution\n", 1)[1]
             entry = re.findall(r"The function must be named `([^`]+)`", prompt)[-1]
             self.on_call(entry)
             depth = len(re.findall(r"^### Step \d+:", solution, flags=re.M)) - 1

@@ -37,7 +37,7 @@ class ScriptedGenerator:
         for prompt in prompts:
             self.calls += 1
             self.prompts.append(prompt)
-            solution = re.split(r"### Solution\n|<\|im_start\|>assistant\n", prompt)[-1]  # fewshot or instruct
+            solution = prompt.rsplit("### Solution\n", 1)[1]
             depth = len(re.findall(r"^### Step \d+:", solution, flags=re.M)) - 1
             options = self.script[min(depth, len(self.script) - 1)]
             out.append([

@@ -109,7 +109,7 @@ def score_steps(policy: Policy, reference: Any, prompts: Sequence[str], ids: Seq
     return lp, (ref if kl else None), val
 
 
-def rollout(policy: Policy, engine: RolloutEngine, reference: Any, envs: Sequence[Any], config: PPOConfig,
+def rollout(policy: Policy, engine: RolloutEngine, envs: Sequence[Any], config: PPOConfig,
             tag: str, task_ids: Sequence[str | None], timing: dict[str, float] | None = None
             ) -> tuple[list[Step], list[Episode]]:
     """Play one episode in each env (env i on ``task_ids[i]`` when given), all stepped together: the
@@ -388,7 +388,7 @@ def train(policy: Policy, make_env: Callable[[], Any], config: PPOConfig, run_di
             for draw in range(4 if dynamic else 1):  # dynamic sampling: up to three refills
                 chosen = [task_ids[(cursor + j) % len(task_ids)] if task_ids else None for j in range(n)]
                 cursor += n
-                s, e = rollout(policy, engine, reference, envs, config, f"{update}+{draw}" if draw else str(update),
+                s, e = rollout(policy, engine, envs, config, f"{update}+{draw}" if draw else str(update),
                                [t for t in chosen for _ in range(per)], clock)
                 sampled, decoded = sampled + e, decoded + sum(len(x.token_ids) for x in s)
                 if dynamic:
