@@ -106,7 +106,7 @@ def test_smollm2_gguf_via_transformers():
 # --- one spec parser, one HF loader ------------------------------------------------------------
 
 def test_specs_are_parsed_in_one_place():
-    from o1code.models import InvalidSpecError, ModelSpec, parse_spec
+    from o1code.models import InvalidSpecError, ModelSpec, parse_spec, transformers_source
 
     assert parse_spec("default") == ModelSpec("default", "default", "default")
     assert parse_spec("default-quality").arg == "default-quality"
@@ -116,6 +116,16 @@ def test_specs_are_parsed_in_one_place():
     for bad in ("", "runs/tcg/final", "hf:", "default:x", "nope:x", "openai:h#m", "openai:http://h/v1"):
         with pytest.raises(InvalidSpecError):
             parse_spec(bad)
+    # a LoRA adapter rides on a base spec (loaded by load_generator; see test_lora_gguf and test_sft)
+    assert parse_spec("default+lora:runs/sft/adapter") == ModelSpec("default", "default", "default+lora:runs/sft/adapter",
+                                                                    "runs/sft/adapter")
+    assert parse_spec("llamacpp:/m.gguf+lora:/a").arg == "/m.gguf"
+    for bad, why in (("default+lora:", "SPEC\\+lora:DIR"), ("+lora:x", "SPEC"), ("vllm:m+lora:x", "vllm"),
+                     ("openai:http://h:1/v1#m+lora:x", "openai"), ("default+lora:a+lora:b", "one LoRA")):
+        with pytest.raises(InvalidSpecError, match=why):
+            parse_spec(bad)
+    with pytest.raises(InvalidSpecError, match="LoRA"):  # weights for training come from the base spec
+        transformers_source("default+lora:x")
 
 
 def test_transformers_source(tiny_model_dir, tmp_path):

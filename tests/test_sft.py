@@ -85,6 +85,67 @@ def test_other_splits_are_refused(tmp_path):
                                   run_dir=str(tmp_path / "r")))
 
 
+def _result_row(problem, code, reward_passed, passed):
+    """A row of `o1code eval --agent sample` in direct mode (results.jsonl): the episode it played."""
+    return {"task_id": problem.task_id, "known_bad": False, "passed": passed, "verdict": "passed" if passed else "failed",
+            "reward": float(reward_passed), "reward_passed": reward_passed, "samples": 1, "code": code,
+            "trace": [f" Write the Python code\n```python\n{code}\n```"]}
+
+
+def _sampled_run(run):
+    """A train-split sampling run: a passes everything (twice, one path), b's code passes only the visible
+    test (special-cased), c fails."""
+    a, b, c = TRAIN
+    cheat = f"def {b.entry_point}(*args):\n    return {b.tests[0].split('==')[-1].strip()}"
+    write_jsonl(run / "results.jsonl", [_result_row(a, a.reference, True, True), _result_row(a, a.reference, True, True),
+                                        _result_row(b, cheat, True, False), _result_row(c, "def g(): pass", False, False)])
+    (run / "config.json").write_text(json.dumps({"mode": "direct", "show_tests": "first", "split": "train",
+                                                 "dataset": "mbpp", "agent": "sample"}))
+    return run / "results.jsonl"
+
+
+def test_rejection_sampling_rows_are_paths(tmp_path):
+    """An eval run's results.jsonl reads as paths: keep=reward keeps what passed the reward (visible)
+    tests, the cheat included; keep=dataset only what passed every test of the train problem."""
+    from o1code.data.trajectories import read_trajectories
+
+    a, b, _ = TRAIN
+    records = read_trajectories(_sampled_run(tmp_path))
+    assert [(r.verdict, r.eval_passed) for r in records] == [("passed", True)] * 2 + [("passed", False), ("failed", False)]
+    reward = build_sft_examples(records, TRAIN, "direct", examples=False, keep="reward")
+    assert [r["task_id"] for r in reward] == [a.task_id, b.task_id]  # a's duplicate is one path
+    assert [r["task_id"] for r in build_sft_examples(records, TRAIN, "direct", examples=False)] == [a.task_id]
+    obs, _ = CodeEnv(mode="direct", problems=TRAIN, examples=False).reset(options={"task_id": b.task_id})
+    assert reward[1]["prompt"] == obs["prompt"] and reward[1]["completion"].startswith("```python\ndef ")
+    with pytest.raises(TrainingError, match="keep"):
+        PolicySFTConfig(keep="hidden").validate()
+
+
+def test_sft_lora_adapter_loads_as_a_spec(tiny_model_dir, tmp_path):
+    """RUN/adapter holds the LoRA alone: the spec hf:BASE+lora:RUN/adapter is the merged RUN/final."""
+    import torch
+
+    from o1code.models import load_generator
+
+    (tmp_path / "rs").mkdir()
+    results = _sampled_run(tmp_path / "rs")
+    run = tmp_path / "sft"
+    res = train_sft(PolicySFTConfig(trajectories=[str(results)], run_dir=str(run), model=str(tiny_model_dir),
+                                    examples=False, keep="reward", epochs=2, learning_rate=1e-2, batch_size=2,
+                                    grad_accum=1, device="cpu", max_length=1024))
+    assert res.examples == 2
+    assert (run / "adapter" / "adapter_config.json").is_file() and not (run / "adapter" / "adapter.gguf").exists()
+    with_lora = load_generator(f"hf:{tiny_model_dir}+lora:{run / 'adapter'}", chat_template=False, device="cpu")
+    merged = load_generator(f"hf:{res.final_dir}", chat_template=False, device="cpu")
+    base = load_generator(f"hf:{tiny_model_dir}", chat_template=False, device="cpu")
+    got, want, start = (g.model.state_dict() for g in (with_lora, merged, base))
+    assert set(got) == set(want)
+    assert all(torch.allclose(got[k].float(), want[k].float(), atol=1e-4, rtol=1e-3) for k in want)  # float16 adapter
+    assert any(not torch.equal(got[k], start[k]) for k in start)  # the adapter changed something
+    with pytest.raises(Exception, match="adapter_config.json"):
+        load_generator(f"hf:{tiny_model_dir}+lora:{tmp_path}", chat_template=False, device="cpu")
+
+
 def test_sft_on_the_tiny_model(tiny_model_dir, tmp_path, capsys):
     from o1code.cli import main
     from o1code.models import SamplingParams

@@ -11,6 +11,9 @@ values differ), without matching text prefixes across records.
 `read_trajectories` also reads the older format (no node ids, no siblings): the keys it lacks read
 as None (or empty), and `pairwise_examples` then pairs steps by their text prefix instead.
 
+`read_trajectories` also reads an ``o1code eval`` run's ``results.jsonl`` (`record_of_result`): each
+row's played episode as a path with no tree statistics.
+
 Bottom layer: imports the standard library, `o1code.runs` and `o1code.data.errors` only.
 """
 
@@ -217,10 +220,33 @@ def read_trajectories(path: str | os.PathLike) -> list[TrajectoryRecord]:
     records = []
     for number, d in enumerate(read_jsonl(path), 1):
         try:
-            records.append(TrajectoryRecord.from_dict(d))
+            records.append(TrajectoryRecord.from_dict(d) if "steps" in d or "trace" not in d
+                           else record_of_result(d))
         except DataError as exc:
             raise DataError(f"{path}: record {number}: {exc}") from None
     return records
+
+
+def record_of_result(row: Mapping[str, Any], mode: str = "") -> TrajectoryRecord:
+    """The path an ``o1code eval`` result row played (a greedy or sampled episode's ``trace``) as a
+    `TrajectoryRecord`: `verdict` is ``"passed"`` when the row's reward tests passed (``reward_passed``;
+    else ``"failed"``, or ``"truncated"`` with no code),
+    `eval_passed` its verdict on the judging tests, no step statistics. `read_trajectories` reads a
+    ``results.jsonl`` of such rows this way, so rejection-sampling data (``o1code eval --agent sample
+    --split train``) feeds ``o1code sft`` as MCTS trajectories do.
+
+    Raises:
+        DataError: when `row` lacks ``task_id`` or ``trace``.
+    """
+    try:
+        steps = tuple(StepRecord(text=str(t), value=0.0, visits=0) for t in row["trace"])
+        return TrajectoryRecord(task_id=str(row["task_id"]), mode=mode, steps=steps, code=row.get("code"),
+                                verdict=("passed" if row.get("reward_passed") else
+                                         "truncated" if row.get("code") is None else "failed"),
+                                reward=float(row.get("reward", 0.0) or 0.0), eval_passed=bool(row.get("passed")),
+                                answer=True, eval_verdict=row.get("verdict"))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise DataError(f"not an eval result row ({type(exc).__name__}: {exc})") from None
 
 
 # -- PRM examples --------------------------------------------------------------------------------
@@ -312,5 +338,5 @@ def pairwise_examples(records: Iterable[TrajectoryRecord], margin: float = 0.1) 
 
 __all__ = [
     "PairwiseExample", "PointwiseExample", "SampleRecord", "StepRecord", "TrajectoryRecord", "pairwise_examples",
-    "pointwise_examples", "read_trajectories",
+    "pointwise_examples", "read_trajectories", "record_of_result",
 ]

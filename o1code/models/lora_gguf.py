@@ -109,13 +109,14 @@ def _f32(t: Any) -> Any:
 
 
 def write_lora_gguf(adapters: Any, base_gguf: str | os.PathLike, dest: str | os.PathLike,
-                    alpha: float | None = None) -> Path:
+                    alpha: float | None = None, half: bool = False) -> Path:
     """Write the LoRA adapters of `adapters` to `dest` as a llama.cpp LoRA adapter GGUF for the model
     `base_gguf` (the GGUF file the policy's base was dequantized from, e.g.
     ``gguf_export.base_gguf("default")``); return `dest` as a Path.
 
     `adapters`: a `Policy` (``lora=True``), a peft model, or a peft adapter state dict with its `alpha`
-    (see `lora_pairs`). Written to a temporary file and renamed, so a reader never sees a torn file.
+    (see `lora_pairs`). `half` stores the tensors in float16 (half the file: what is shipped; the hot
+    swap keeps float32). Written to a temporary file and renamed, so a reader never sees a torn file.
     Raises `ExportError` for an unsupported architecture (`gguf_export.SUPPORTED_ARCHITECTURES`), a
     module with no tensor in `base_gguf`, or A/B shapes that do not fit the base tensor."""
     import gguf
@@ -138,8 +139,9 @@ def write_lora_gguf(adapters: Any, base_gguf: str | os.PathLike, dest: str | os.
         fold = scaling * r / file_alpha
         if fold != 1.0:
             b = b * fold
-        tensors.append((f"{name}.lora_a", np.ascontiguousarray(a.numpy())))
-        tensors.append((f"{name}.lora_b", np.ascontiguousarray(layout.to_gguf_rows(name, b).numpy())))
+        ftype = np.float16 if half else np.float32
+        tensors.append((f"{name}.lora_a", np.ascontiguousarray(a.numpy(), dtype=ftype)))
+        tensors.append((f"{name}.lora_b", np.ascontiguousarray(layout.to_gguf_rows(name, b).numpy(), dtype=ftype)))
 
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)

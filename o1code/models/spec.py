@@ -10,6 +10,10 @@ Spec grammar (`parse_spec`)::
     llamacpp:PATH                  a GGUF file through llama.cpp
     vllm:ID                        a hub id or directory through vLLM (the gpu extra)
     openai:URL#MODEL               an OpenAI-compatible server
+    SPEC+lora:DIR                  SPEC plus the LoRA adapter saved in DIR (``o1code sft``'s RUN/adapter,
+                                   or a shipped result under experiments/results/): llama.cpp loads
+                                   DIR/adapter.gguf on the quantized base, transformers merges DIR's peft
+                                   adapter into the float weights; other backends are refused
 
 Where weights are loaded from a path rather than a spec (training stages, saved checkpoints), a
 bare hub id or directory is accepted too (``parse_spec(text, bare=True)``).
@@ -23,12 +27,14 @@ from pathlib import Path
 from .errors import InvalidSpecError, ModelFileError
 
 SPEC_HELP = ("expected one of: 'default', 'default-quality', 'hf:ID_OR_PATH', 'gguf:PATH', 'llamacpp:PATH', "
-             "'vllm:ID', 'openai:URL#MODEL'")
+             "'vllm:ID', 'openai:URL#MODEL', each but the last two optionally followed by '+lora:DIR'")
 
 #: The names of the embedded models (`o1code.models.default.CHUNKED_MODELS`).
 DEFAULT_NAMES = ("default", "default-quality")
 #: Spec kinds written ``KIND:ARG``.
 SPEC_KINDS = ("hf", "gguf", "llamacpp", "vllm", "openai")
+#: What joins a base spec and a LoRA adapter directory: ``default+lora:DIR``.
+LORA_SEP = "+lora:"
 
 
 @dataclass(frozen=True)
@@ -40,11 +46,13 @@ class ModelSpec:
             or one of `SPEC_KINDS`.
         arg: What follows ``KIND:`` (a hub id, a path, or ``URL#MODEL`` for ``openai``).
         text: The spec as written.
+        lora: The LoRA adapter directory of a ``SPEC+lora:DIR`` spec (not checked on disk), else None.
     """
 
     kind: str
     arg: str
     text: str
+    lora: str | None = None
 
     @property
     def openai_endpoint(self) -> tuple[str, str]:
@@ -61,6 +69,16 @@ def parse_spec(spec: str, *, bare: bool = False) -> ModelSpec:
     """
     if not isinstance(spec, str) or not spec:
         raise InvalidSpecError(f"empty model spec; {SPEC_HELP}")
+    if LORA_SEP in spec:
+        base, _, lora = spec.rpartition(LORA_SEP)
+        if not base or not lora:
+            raise InvalidSpecError(f"{spec!r}: write a LoRA spec as 'SPEC+lora:DIR', e.g. 'default+lora:runs/sft/adapter'")
+        inner = parse_spec(base, bare=bare)
+        if inner.lora is not None:
+            raise InvalidSpecError(f"{spec!r}: one LoRA adapter per spec")
+        if inner.kind in ("openai", "vllm"):
+            raise InvalidSpecError(f"{spec!r}: a LoRA adapter loads on llama.cpp or transformers, not {inner.kind}")
+        return ModelSpec(inner.kind, inner.arg, spec, lora)
     kind, sep, arg = spec.partition(":")
     if kind in DEFAULT_NAMES and not arg:
         return ModelSpec("default", kind, spec)
@@ -123,6 +141,9 @@ def transformers_source(spec: str | ModelSpec) -> tuple[str, str | None]:
     name a GGUF file; ``vllm:`` a hub id or directory. ``openai:`` has no weights here
     (`InvalidSpecError`). Raises `ModelFileError` for a missing file."""
     s = spec if isinstance(spec, ModelSpec) else parse_spec(spec, bare=True)
+    if s.lora is not None:
+        raise InvalidSpecError(f"{s.text!r} carries a LoRA adapter, which only a generator applies "
+                               "(`load_generator`); train from the base spec, or from a merged model")
     if s.kind == "default":
         from .default import ensure_model
 

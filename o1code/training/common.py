@@ -119,5 +119,31 @@ def save_merged(model: Any, tok: Any, dest: Path) -> None:
     os.replace(tmp, dest)  # a directory: o1code.runs.write_atomic covers single files only
 
 
+def save_adapter(model: Any, base: str, dest: Path) -> Path:
+    """Save the LoRA adapter of the peft `model` alone to `dest` (atomically, as `save_merged`): peft's
+    files (transformers) and, when `base` (the model spec training started from) is a GGUF, the same
+    adapter as a llama.cpp LoRA GGUF (``adapter.gguf``, `o1code.models.lora_gguf`). The generator spec
+    ``BASE+lora:DEST`` then loads it on either backend (`o1code.models.loader.attach_lora`). Both are
+    stored in float16: the default model's r=16 adapter is 8.8 MB a file instead of 17.6, small enough
+    to commit a trained result (its A and B entries are ~1e-3..1e-1, where float16 keeps 3 digits)."""
+    from o1code.models.gguf_export import base_gguf
+    from o1code.models.loader import LORA_GGUF_FILE
+    from o1code.models.lora_gguf import write_lora_gguf
+
+    gguf = base_gguf(base)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}-"))
+    state = {k: v.half() if "lora_" in k else v for k, v in model.state_dict().items()}
+    model.save_pretrained(tmp, state_dict=state)
+    if gguf is not None:
+        write_lora_gguf(model, gguf, tmp / LORA_GGUF_FILE, half=True)
+    if dest.exists():
+        import shutil
+
+        shutil.rmtree(dest)
+    os.replace(tmp, dest)
+    return dest
+
+
 __all__ = ["TrainerSettings", "conversational", "last_checkpoint", "load_for_training", "loss_span", "peft_config",
-           "save_merged", "trainer_args"]
+           "save_adapter", "save_merged", "trainer_args"]

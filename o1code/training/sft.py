@@ -1,10 +1,13 @@
 """Policy SFT on correct reasoning paths (o1-Coder Algorithm 1, step 3; the paper's Eq. 2).
 
 From MCTS trajectory files of a **train-split** collection (`o1code prm collect`, or ``o1code eval
---agent mcts --split train``), keep the distinct root-to-terminal paths whose final code passed every
-test of the problem (``eval_passed``: on the train split the data set's tests are training signal,
-not judging tests of an evaluation), at most ``max_paths_per_problem`` per problem (the search's
-answer first, then the higher reward and mean step value), deduplicated by their step texts.
+--agent mcts --split train``), or the ``results.jsonl`` of train-split ``o1code eval --agent sample``
+runs (rejection-sampling fine-tuning: each row's episode is one path), keep the distinct paths whose
+final code passed (``keep="dataset"``: every test of the problem, ``eval_passed``; on the train split
+the data set's tests are training signal, not judging tests of an evaluation; ``keep="reward"``: the
+collection's reward tests only, the visible test by default, as a user without hidden tests would),
+at most ``max_paths_per_problem`` per problem (the search's answer first, then the higher reward and
+mean step value), deduplicated by their step texts.
 
 One example per path, exactly what the policy sees and writes in a `CodeEnv` episode:
 
@@ -29,6 +32,8 @@ Layout of the run directory::
     RUN/config.json      the pinned `PolicySFTConfig`
     RUN/examples.jsonl   the training examples (task_id, prompt, completion)
     RUN/train/           trainer checkpoints (a rerun resumes from the newest) and TensorBoard logs (runs/)
+    RUN/adapter/         the LoRA adapter alone (lora=True): peft's files and, on a GGUF base, adapter.gguf
+                         for llama.cpp: the generator spec ``MODEL+lora:RUN/adapter`` on either backend
     RUN/final/           the model, LoRA merged: ``hf:RUN/final`` (a generator spec, or ``Policy``'s
                          ``PolicyConfig(model="RUN/final")``), and ``Policy.load("RUN/final")``: the
                          same weights as a `Policy` (a fresh LoRA adapter over them and a zero value
@@ -53,13 +58,16 @@ from o1code.data.prompts import PROMPT_STYLES
 from o1code.data.trajectories import TrajectoryRecord, read_trajectories
 from o1code.models import chat_template_of
 from o1code.runs import load_config, pin_config, write_atomic, write_jsonl
-from o1code.training.common import last_checkpoint, load_for_training, loss_span, peft_config, save_merged, trainer_args
+from o1code.training.common import (last_checkpoint, load_for_training, loss_span, peft_config, save_adapter,
+                                    save_merged, trainer_args)
 from o1code.training.errors import TrainingError
 
 log = logging.getLogger(__name__)
 
 #: The only split whose trajectories policy SFT learns from.
 TRAIN_SPLIT = "train"
+#: Which tests make a path correct (`PolicySFTConfig.keep`).
+KEEP = ("dataset", "reward")
 
 
 @dataclass
@@ -78,6 +86,8 @@ class PolicySFTConfig:
         prompt_style: fewshot or instruct (the model's chat template, `o1code.data.prompts`); None: the
             collection's (fewshot when it does not say).
         max_paths_per_problem: Keep at most this many distinct correct paths per problem.
+        keep: Which tests make a path correct: dataset (every test of the train problem) or reward (the
+            collection's reward tests, e.g. the visible test: rejection sampling without hidden tests).
         epochs: Passes over the examples (ignored when max_steps > 0).
         max_steps: Optimizer steps (> 0 overrides epochs).
         learning_rate: Optimizer step size.
@@ -109,6 +119,7 @@ class PolicySFTConfig:
     examples: bool = True
     prompt_style: str | None = None
     max_paths_per_problem: int = 2
+    keep: str = "dataset"
     epochs: float = 2.0
     max_steps: int = 0
     learning_rate: float = 1e-4
@@ -138,6 +149,8 @@ class PolicySFTConfig:
             raise TrainingError(f"unknown show_tests {self.show_tests!r}; choose one of {', '.join(SHOW_TESTS)}")
         if self.prompt_style is not None and self.prompt_style not in PROMPT_STYLES:
             raise TrainingError(f"unknown prompt_style {self.prompt_style!r}; choose {' or '.join(PROMPT_STYLES)}")
+        if self.keep not in KEEP:
+            raise TrainingError(f"unknown keep {self.keep!r}; choose one of {', '.join(KEEP)}")
         if self.max_paths_per_problem < 1:
             raise TrainingError("max_paths_per_problem must be >= 1")
         if self.learning_rate <= 0 or self.batch_size < 1 or self.grad_accum < 1 or self.lora_r < 1:
@@ -213,13 +226,14 @@ def _rank(indexed: tuple[int, TrajectoryRecord]) -> tuple:
     return (not r.answer, -r.reward, -mean_value, len(r.steps), i)
 
 
-def correct_paths(records: Sequence[TrajectoryRecord], max_paths_per_problem: int) -> list[TrajectoryRecord]:
-    """The distinct paths (by step texts) whose code passed every test of the problem (``eval_passed``),
-    at most `max_paths_per_problem` per problem, ranked: the search's answer, then higher reward, higher
+def correct_paths(records: Sequence[TrajectoryRecord], max_paths_per_problem: int,
+                  keep: str = "dataset") -> list[TrajectoryRecord]:
+    """The distinct paths (by step texts) whose code passed every test of the problem (``eval_passed``;
+    `keep` ``"reward"``: passed the reward tests, ``verdict == "passed"``), at most `max_paths_per_problem` per problem, ranked: the search's answer, then higher reward, higher
     mean step value, fewer steps, file order. Returned grouped by problem in first-seen order."""
     by_task: dict[str, list[tuple[int, TrajectoryRecord]]] = {}
     for i, r in enumerate(records):
-        if r.code is not None and r.eval_passed and r.steps:
+        if r.code is not None and r.steps and (r.eval_passed if keep == "dataset" else r.verdict == "passed"):
             by_task.setdefault(r.task_id, []).append((i, r))
     kept: list[TrajectoryRecord] = []
     for cands in by_task.values():
@@ -257,8 +271,8 @@ def sft_example(problem: Problem, steps: Sequence[str], mode: str, show_tests: s
 def build_sft_examples(records: Sequence[TrajectoryRecord], problems: Sequence[Problem], mode: str,
                        show_tests: str = "first", max_steps: int | None = None, examples: bool = True,
                        max_paths_per_problem: int = 2, source: str = "trajectories", prompt_style: str = "fewshot",
-                       chat_template: str | None = None) -> list[dict[str, str]]:
-    """The SFT examples (`sft_example`) of the correct paths (`correct_paths`) of `records`, after
+                       chat_template: str | None = None, keep: str = "dataset") -> list[dict[str, str]]:
+    """The SFT examples (`sft_example`) of the correct paths (`correct_paths`, by `keep`) of `records`, after
     `check_train_split` and a check that every record has `mode`. Returns [] when no path passed."""
     by_id = {p.task_id: p for p in problems}
     check_train_split(records, by_id, source)
@@ -267,7 +281,7 @@ def build_sft_examples(records: Sequence[TrajectoryRecord], problems: Sequence[P
         raise TrainingError(f"{source}: records of mode {', '.join(modes)}, not {mode!r}: give the collection's "
                             "mode (one mode per SFT run)")
     return [sft_example(by_id[r.task_id], r.texts, mode, show_tests, max_steps, examples, prompt_style, chat_template)
-            for r in correct_paths(records, max_paths_per_problem)]
+            for r in correct_paths(records, max_paths_per_problem, keep)]
 
 
 # ---------------------------------------------------------------- training
@@ -359,7 +373,7 @@ def train_sft(config: PolicySFTConfig, problems: Sequence[Problem] | None = None
     style = settings.pop("prompt_style")
     build = functools.partial(build_sft_examples, records, problems, settings["mode"], settings["show_tests"],
                               settings["max_steps"], cfg.examples, cfg.max_paths_per_problem,
-                              source=", ".join(cfg.trajectories), prompt_style=style)
+                              source=", ".join(cfg.trajectories), prompt_style=style, keep=cfg.keep)
     rows = build()  # checked before the model loads; instruct prompts are rebuilt with its chat template
     if not rows:
         raise TrainingError(f"no path in {', '.join(cfg.trajectories)} passed its problem's tests: nothing to "
@@ -393,6 +407,8 @@ def train_sft(config: PolicySFTConfig, problems: Sequence[Problem] | None = None
                          train_dataset=dataset)
     trainer.train(resume_from_checkpoint=last_checkpoint(stage))
     loss = loss_span(trainer.state.log_history)
+    if cfg.lora:
+        save_adapter(trainer.model, cfg.model, run / "adapter")
     save_merged(trainer.model, tok, final)
     del trainer, model
     _save_policy(final, cfg)
@@ -403,5 +419,5 @@ def train_sft(config: PolicySFTConfig, problems: Sequence[Problem] | None = None
     return result
 
 
-__all__ = ["CollectionSettings", "PolicySFTConfig", "PolicySFTResult", "TRAIN_SPLIT", "build_sft_examples",
+__all__ = ["KEEP", "CollectionSettings", "PolicySFTConfig", "PolicySFTResult", "TRAIN_SPLIT", "build_sft_examples",
            "check_train_split", "collection_settings", "correct_paths", "sft_example", "train_sft"]
