@@ -88,7 +88,7 @@ def test_other_splits_are_refused(tmp_path):
 def _result_row(problem, code, reward_passed, passed):
     """A row of `o1code eval --agent sample` in direct mode (results.jsonl): the episode it played."""
     return {"task_id": problem.task_id, "known_bad": False, "passed": passed, "verdict": "passed" if passed else "failed",
-            "reward": float(reward_passed), "reward_passed": reward_passed, "samples": 1, "code": code,
+            "reward": float(reward_passed), "reward_passed": reward_passed, "samples": 1, "steps": 1, "code": code,
             "trace": [f" Write the Python code\n```python\n{code}\n```"]}
 
 

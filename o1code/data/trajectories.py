@@ -220,8 +220,8 @@ def read_trajectories(path: str | os.PathLike) -> list[TrajectoryRecord]:
     records = []
     for number, d in enumerate(read_jsonl(path), 1):
         try:
-            records.append(TrajectoryRecord.from_dict(d) if "steps" in d or "trace" not in d
-                           else record_of_result(d))
+            # an eval result row has a trace (and "steps" is its step count), a trajectory none
+            records.append(record_of_result(d) if "trace" in d else TrajectoryRecord.from_dict(d))
         except DataError as exc:
             raise DataError(f"{path}: record {number}: {exc}") from None
     return records
