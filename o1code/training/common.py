@@ -124,7 +124,7 @@ def save_adapter(model: Any, base: str, dest: Path) -> Path:
     files (transformers) and, when `base` (the model spec training started from) is a GGUF, the same
     adapter as a llama.cpp LoRA GGUF (``adapter.gguf``, `o1code.models.lora_gguf`). The generator spec
     ``BASE+lora:DEST`` then loads it on either backend (`o1code.models.loader.attach_lora`). Both are
-    stored in float16: the default model's r=16 adapter is 8.8 MB a file instead of 17.6, small enough
+    stored in float16: the default model's r=8 adapter is 8.4 MiB a file instead of 16.8, small enough
     to commit a trained result (its A and B entries are ~1e-3..1e-1, where float16 keeps 3 digits)."""
     from o1code.models.gguf_export import base_gguf
     from o1code.models.loader import LORA_GGUF_FILE
