@@ -227,11 +227,12 @@ def read_trajectories(path: str | os.PathLike) -> list[TrajectoryRecord]:
     return records
 
 
-def record_of_result(row: Mapping[str, Any], mode: str = "") -> TrajectoryRecord:
+def record_of_result(row: Mapping[str, Any]) -> TrajectoryRecord:
     """The path an ``o1code eval`` result row played (a greedy or sampled episode's ``trace``) as a
     `TrajectoryRecord`: `verdict` is ``"passed"`` when the row's reward tests passed (``reward_passed``;
     else ``"failed"``, or ``"truncated"`` with no code),
-    `eval_passed` its verdict on the judging tests, no step statistics. `read_trajectories` reads a
+    `eval_passed` its verdict on the judging tests, no mode (the run's config.json says it) and no step
+    statistics. `read_trajectories` reads a
     ``results.jsonl`` of such rows this way, so rejection-sampling data (``o1code eval --agent sample
     --split train``) feeds ``o1code sft`` as MCTS trajectories do.
 
@@ -240,7 +241,7 @@ def record_of_result(row: Mapping[str, Any], mode: str = "") -> TrajectoryRecord
     """
     try:
         steps = tuple(StepRecord(text=str(t), value=0.0, visits=0) for t in row["trace"])
-        return TrajectoryRecord(task_id=str(row["task_id"]), mode=mode, steps=steps, code=row.get("code"),
+        return TrajectoryRecord(task_id=str(row["task_id"]), mode="", steps=steps, code=row.get("code"),
                                 verdict=("passed" if row.get("reward_passed") else
                                          "truncated" if row.get("code") is None else "failed"),
                                 reward=float(row.get("reward", 0.0) or 0.0), eval_passed=bool(row.get("passed")),

@@ -6,9 +6,8 @@ models package. The spec names are re-exported here for callers that import them
 
 from __future__ import annotations
 
-from typing import Any
-
 from pathlib import Path
+from typing import Any
 
 from .base import Generator
 from .errors import InvalidSpecError, ModelFileError

@@ -103,20 +103,31 @@ def loss_span(history: list[dict]) -> tuple[float, float] | None:
     return (losses[0], losses[-1]) if losses else None
 
 
-def save_merged(model: Any, tok: Any, dest: Path) -> None:
-    """Merge LoRA adapters (when any) and save model + tokenizer to `dest` atomically: a temp directory
-    beside it, renamed over it (a reader sees the old directory or the new one, never a torn one)."""
-    if hasattr(model, "merge_and_unload"):
-        model = model.merge_and_unload()
+def _new_dir(dest: Path) -> Path:
+    """A temporary directory beside `dest` to write into; `_publish` renames it over `dest`."""
     dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}-"))
-    model.save_pretrained(tmp)
-    tok.save_pretrained(tmp)
+    return Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}-"))
+
+
+def _publish(tmp: Path, dest: Path) -> Path:
+    """Replace `dest` by the finished `tmp` (a reader sees the old directory or the new one, never a torn
+    one; o1code.runs.write_atomic covers single files only)."""
     if dest.exists():
         import shutil
 
         shutil.rmtree(dest)
-    os.replace(tmp, dest)  # a directory: o1code.runs.write_atomic covers single files only
+    os.replace(tmp, dest)
+    return dest
+
+
+def save_merged(model: Any, tok: Any, dest: Path) -> None:
+    """Merge LoRA adapters (when any) and save model + tokenizer to `dest` atomically."""
+    if hasattr(model, "merge_and_unload"):
+        model = model.merge_and_unload()
+    tmp = _new_dir(dest)
+    model.save_pretrained(tmp)
+    tok.save_pretrained(tmp)
+    _publish(tmp, dest)
 
 
 def save_adapter(model: Any, base: str, dest: Path) -> Path:
@@ -131,18 +142,12 @@ def save_adapter(model: Any, base: str, dest: Path) -> Path:
     from o1code.models.lora_gguf import write_lora_gguf
 
     gguf = base_gguf(base)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}-"))
+    tmp = _new_dir(dest)
     state = {k: v.half() if "lora_" in k else v for k, v in model.state_dict().items()}
     model.save_pretrained(tmp, state_dict=state)
     if gguf is not None:
         write_lora_gguf(model, gguf, tmp / LORA_GGUF_FILE, half=True)
-    if dest.exists():
-        import shutil
-
-        shutil.rmtree(dest)
-    os.replace(tmp, dest)
-    return dest
+    return _publish(tmp, dest)
 
 
 __all__ = ["TrainerSettings", "conversational", "last_checkpoint", "load_for_training", "loss_span", "peft_config",

@@ -229,7 +229,8 @@ def _rank(indexed: tuple[int, TrajectoryRecord]) -> tuple:
 def correct_paths(records: Sequence[TrajectoryRecord], max_paths_per_problem: int,
                   keep: str = "dataset") -> list[TrajectoryRecord]:
     """The distinct paths (by step texts) whose code passed every test of the problem (``eval_passed``;
-    `keep` ``"reward"``: passed the reward tests, ``verdict == "passed"``), at most `max_paths_per_problem` per problem, ranked: the search's answer, then higher reward, higher
+    `keep` ``"reward"``: passed the reward tests, ``verdict == "passed"``), at most
+    `max_paths_per_problem` per problem, ranked: the search's answer, then higher reward, higher
     mean step value, fewer steps, file order. Returned grouped by problem in first-seen order."""
     by_task: dict[str, list[tuple[int, TrajectoryRecord]]] = {}
     for i, r in enumerate(records):
