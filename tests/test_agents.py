@@ -299,3 +299,32 @@ def test_eval_config_errors():
         from o1code.pipeline.evaluate import select_problems
 
         select_problems(EvalConfig(tasks=["mbpp/1"]))
+
+
+def test_prm_leaf_backs_up_the_value_and_saves_model_calls(sandbox):
+    """With prm_leaf a rollout ends at the first node the PRM scores (its value backed up, one model call
+    per rollout); a search whose leaf values reached no terminal plays one rollout out; without a PRM the
+    option changes nothing."""
+    script = [[" Plan A (Action 1)", " Plan B (Action 1)"], [GOOD, BAD]]
+    env = env_for(sandbox)
+    env.reset(options={"task_id": TASK})
+    gen = ScriptedGenerator(script)
+    one = MCTSAgent(gen, MCTSConfig(rollouts=1, children=2, prm_leaf=True), value_fn=ConstantPRM()).search(env)
+    # the one rollout stopped at a plan (value 0.5 or 0.1 backed up), then one more played out to code
+    assert one.rollouts == 2 and one.calls == gen.calls == 2 and one.answer is not None
+    assert one.root.visits == 2 and one.root.total == pytest.approx(max(c.total for c in one.root.children)
+                                                                     + min(c.total for c in one.root.children))
+    deep = [script[0], [" Plan A in detail (Action 2)", " Plan B in detail (Action 2)"], [GOOD, BAD, HALF]]
+    env.reset(options={"task_id": TASK})
+    leaf = MCTSAgent(ScriptedGenerator(deep), MCTSConfig(rollouts=6, children=2, prm_leaf=True),
+                     value_fn=ConstantPRM()).search(env)
+    env.reset(options={"task_id": TASK})
+    full = MCTSAgent(ScriptedGenerator(deep), MCTSConfig(rollouts=6, children=2), value_fn=ConstantPRM()).search(env)
+    assert leaf.calls < full.calls and leaf.answer is not None
+    assert all(c.value in (0.1, 0.5) for c in leaf.root.children if c.visits == 1)  # a PRM value, backed up
+    env.reset(options={"task_id": TASK})
+    plain = MCTSAgent(ScriptedGenerator(script), MCTSConfig(rollouts=4, children=2, prm_leaf=True)).search(env)
+    env.reset(options={"task_id": TASK})
+    assert plain.calls == MCTSAgent(ScriptedGenerator(script), MCTSConfig(rollouts=4, children=2)).search(env).calls
+    with pytest.raises(PipelineError, match="prm_leaf"):
+        EvalConfig(agent="mcts", prm_leaf=True).validate()

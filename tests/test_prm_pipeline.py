@@ -10,8 +10,8 @@ from o1code.data.trajectories import read_trajectories  # noqa: E402
 from o1code.models.tiny import build_tiny_model  # noqa: E402
 from o1code.pipeline import EvalConfig, run_eval  # noqa: E402
 from o1code.pipeline.errors import PipelineError  # noqa: E402
-from o1code.pipeline.prm import (BestOfNConfig, PRMCollectConfig, best_of_n, collect, select,  # noqa: E402
-                                 trajectory_score)
+from o1code.pipeline.prm import (BestOfNConfig, PRMCollectConfig, best_of_n, collect, ranking,  # noqa: E402
+                                 select, summarise_best_of_n, trajectory_score)
 from o1code.runs import read_jsonl  # noqa: E402
 from o1code.training.prm import PRMTrainConfig, train_prm  # noqa: E402
 
@@ -51,6 +51,30 @@ def test_selectors():
     assert trajectory_score([], "mean") == 0.0
 
 
+def test_ranking_within_problems_and_gain_over_random():
+    """Pairs are formed within a problem only; a tie counts half; (correct, visible-only) pairs are a
+    subset; the gain over random counts random at its expectation, with a CI over problems."""
+    def s(score, passed, visible):
+        return {"score": score, "passed": passed, "reward_passed": visible}
+    p1 = [s(0.9, True, True), s(0.5, False, True), s(0.9, False, False)]  # wins 1 (visible-only), ties 1
+    p2 = [s(0.1, True, True), s(0.8, False, True)]  # loses its one pair, a visible-only one
+    p3 = [s(0.7, True, True), s(0.2, True, True)]  # no failing sample: no pair
+    r = ranking([p1, p2, p3])
+    assert r["pairs"] == 3 and r["pair_accuracy"] == (1 + 0.5 + 0) / 3
+    assert r["visible_only_pairs"] == 2 and r["visible_only_accuracy"] == 0.5
+    assert ranking([p3])["pair_accuracy"] is None
+
+    rows = [{"task_id": f"t{i}", "samples": [dict(x, steps=[]) for x in p]} for i, p in enumerate((p1, p2, p3))]
+    scores = {f"t{i}": [[x["score"]] for x in p] for i, p in enumerate((p1, p2, p3))}
+    summary = summarise_best_of_n(rows, BestOfNConfig(n=3, prm="p"), scores)
+    # prm picks: p1 first 0.9 (passes), p2 0.8 (fails), p3 0.7 (passes) = 2/3; random expects 1/3, 1/2, 1
+    g = summary["gain"]["prm - random"]
+    assert g["diff"] == pytest.approx(2 / 3 - (1 / 3 + 1 / 2 + 1) / 3)
+    assert g["ci"][0] <= g["diff"] <= g["ci"][1]
+    assert summary["ranking"] == r and "visible+prm - visible+random" in summary["gain"]
+    assert "gain" not in summarise_best_of_n(rows, BestOfNConfig(n=3))  # no PRM scores: random selectors only
+
+
 def test_prm_end_to_end(tiny, tmp_path):
     train = load_dataset("mbpp", "train")
     counts = collect(PRMCollectConfig(model="scripted", split="train", limit=6, rollouts=4, children=2,
@@ -86,6 +110,8 @@ def test_prm_end_to_end(tiny, tmp_path):
     assert len(list((tmp_path / "bon" / "scores").glob("*.jsonl"))) == 1
     assert summary["pass_at_1"]["prm"] == 1.0  # the PRM prefers the good plan's code
     assert summary["pass_at_1"]["visible+prm"] == 1.0
+    assert summary["ranking"]["pairs"] > 0 and summary["ranking"]["pair_accuracy"] == 1.0
+    assert summary["gain"]["prm - random"]["diff"] > 0
     # resuming recomputes the summary from the committed samples without sampling again
     assert best_of_n(cfg, generator=object()) == summary
     assert (tmp_path / "bon" / "summary.md").read_text().count("|") > 10

@@ -7,9 +7,10 @@ step limit reached) carry the env's reward. One rollout is:
 1. selection: from the root, go to an unvisited child (uniformly at random) while one exists,
    else to the child with the best UCT score ``Q/N + c * sqrt(ln N(parent) / N)`` (plus
    `value_weight * value` when a process reward (a PRM, `value_fn`) scores new nodes);
-2. expansion and simulation: expand the leaf, move to a random child, repeat until terminal;
-3. backup: the terminal reward is added to Q and 1 to N of every node on the path, terminals
-   included, so every node's value is the mean reward ``Q/N`` (not the authors' 1/N quirk).
+2. expansion and simulation: expand the leaf, move to a random child, repeat until terminal (with
+   `prm_leaf`, stop at the first new node a PRM scored: its value stands in for the terminal's);
+3. backup: the terminal reward (or that value) is added to Q and 1 to N of every node on the path,
+   terminals included, so every node's value is the mean reward ``Q/N`` (not the authors' 1/N quirk).
 
 Faithful to the authors' code (on by default, `keep_best_terminal`): when an expansion samples
 any terminal step, only the best terminal becomes a child. A step's generation is never re-run:
@@ -57,6 +58,10 @@ class MCTSConfig:
     max_step_tokens: int = 384
     keep_best_terminal: bool = True  #: an expansion with terminals keeps only the best one
     value_weight: float = 0.0  #: weight of the process reward's value in selection (0: pure UCT)
+    #: with a process reward: a rollout stops at the first new node it scores and backs up that value
+    #: instead of playing on to a terminal (AlphaZero's leaf evaluation: one expansion per rollout, so
+    #: fewer model calls); a search that ends without a terminal plays one more rollout out
+    prm_leaf: bool = False
     seed: int = 0
 
 
@@ -128,6 +133,7 @@ class SearchResult:
     task_id: str = ""
     split: str = ""  #: the problem's split
     reward_tests: str = ""  #: the env's reward tests ("visible", "tcg", "dataset": oracle)
+    calls: int = 0  #: model calls (one per expansion)
 
     @property
     def terminals(self) -> list[Node]:
@@ -201,33 +207,47 @@ class MCTSAgent:
             if cfg.time_budget_s is not None and time.perf_counter() - start > cfg.time_budget_s and done > 1:
                 done -= 1
                 break
-            path = [root]
-            node = root
-            while node.expanded and not node.terminal and node.children:
-                node = self._select(node)
-                path.append(node)
-            while not node.terminal:
-                self._expand(env, node)
-                if not node.children:  # nothing usable was sampled: count it as a dead end
-                    break
-                node = self.rng.choice(node.children)
-                path.append(node)
-            reward = node.reward if node.terminal else 0.0
-            for n in path:
-                n.visits += 1
-                n.total += reward
+            node = self._rollout(env, root, leaf_value=cfg.prm_leaf and self.process_reward is not None)
             if on_rollout is not None:
                 on_rollout(done, node)
             if cfg.time_budget_s is None and self._solved_everything(root):
                 break
+        terminals = [n for n in root.walk() if n.terminal]
+        if not terminals and cfg.prm_leaf and done:  # leaf values alone found no answer: play one out
+            done += 1
+            self._rollout(env, root, leaf_value=False)
         env.set_state(root_state)
         terminals = [n for n in root.walk() if n.terminal]
         answer = max(terminals, key=lambda n: (n.value, n.visits, n.reward), default=None)
         self.last = SearchResult(
             root, answer, done, time.perf_counter() - start, self._gen_seconds, self._tokens,
             self._code_samples, self._oracle_pass, env.problem.task_id, env.problem.split, env.tests_name,
+            self._calls,
         )
         return self.last
+
+    def _rollout(self, env: CodeEnv, root: Node, leaf_value: bool) -> Node:
+        """One rollout (selection, expansion and simulation, backup); returns its last node. With
+        `leaf_value` the simulation stops at the first new node the process reward scored, and its
+        value is backed up in place of a terminal's reward."""
+        path = [root]
+        node = root
+        while node.expanded and not node.terminal and node.children:
+            node = self._select(node)
+            path.append(node)
+        while not node.terminal:
+            self._expand(env, node)
+            if not node.children:  # nothing usable was sampled: count it as a dead end
+                break
+            node = self.rng.choice(node.children)
+            path.append(node)
+            if leaf_value and node.prior is not None:
+                break
+        reward = node.reward if node.terminal else node.prior if leaf_value and node.prior is not None else 0.0
+        for n in path:
+            n.visits += 1
+            n.total += reward
+        return node
 
     @staticmethod
     def _solved_everything(root: Node) -> bool:

@@ -134,6 +134,9 @@ class EvalConfig:
         "MCTS: a trained process reward model (`o1code prm train`'s RUN/final) scoring new nodes", metavar="DIR"))
     value_weight: float | None = field(default=None, metadata=_help(
         "MCTS: weight of the PRM's value in UCT selection (default 1 with --prm)", metavar="W"))
+    prm_leaf: bool | None = field(default=None, metadata=_help(
+        "MCTS with --prm: a rollout stops at the first new node and backs up the PRM's value there instead of "
+        "playing on to a terminal (leaf evaluation: one model call per rollout)"))
     samples: int | None = field(default=None, metadata=_help(
         "also play N sampled episodes per problem (at --temperature > 0, each judged on all tests) and report the "
         "unbiased pass@k for k = 1, 2, 5, 10, ... <= N beside the agent's Pass@1", metavar="N"))
@@ -169,6 +172,8 @@ class EvalConfig:
                                 f"(got samples={self.samples}, temperature={self.temperature})")
         if self.value_weight is not None and not self.prm:
             raise PipelineError("value_weight weighs a PRM's values: give --prm too")
+        if self.prm_leaf and not self.prm:
+            raise PipelineError("prm_leaf backs up a PRM's values: give --prm too")
         return self
 
     @property
@@ -309,6 +314,7 @@ def _search(env: CodeEnv, agent: MCTSAgent, problem: Problem, config: EvalConfig
         "generate_seconds": result.generate_seconds,
         "aspr": result.aspr,
         "rollouts": result.rollouts,
+        "calls": result.calls,
         "code": answer.info.get("code") if answer else None,
         "trace": list(answer.state.steps) if answer else [],
     }
@@ -411,7 +417,8 @@ def run_eval(
                     exploration=config.exploration, temperature=config.temperature, top_p=config.top_p,
                     top_k=config.top_k, max_step_tokens=config.max_step_tokens,
                     keep_best_terminal=config.keep_best_terminal, seed=config.seed,
-                    value_weight=(1.0 if config.value_weight is None else config.value_weight) if config.prm else 0.0),
+                    value_weight=(1.0 if config.value_weight is None else config.value_weight) if config.prm else 0.0,
+                    prm_leaf=bool(config.prm_leaf)),
                     value_fn=load_prm(config.prm) if config.prm else None)
             else:
                 greedy = config.agent in ("greedy", "policy")

@@ -26,6 +26,7 @@ import json
 import logging
 import random
 import time
+from statistics import fmean
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -39,6 +40,7 @@ from o1code.envs import CodeEnv, EvalInfo
 from o1code.models import chat_template_of
 from o1code.pipeline.errors import PipelineError
 from o1code.pipeline.evaluate import EvalConfig, load_step_generator, run_eval, select_problems
+from o1code.pipeline.stats import paired_bootstrap_ci
 from o1code.rewards.process import default_question
 from o1code.runs import append_jsonl, digest, pin_config, read_jsonl, write_atomic, write_jsonl
 
@@ -318,23 +320,65 @@ def _row_metrics(config: BestOfNConfig, prm: Any, cache: Path) -> dict[str, Any]
     return metrics
 
 
+def ranking(scored_rows: Sequence[Sequence[dict]]) -> dict[str, Any]:
+    """How the PRM ranks within a problem (each sample a dict with ``score``, ``passed`` on the hidden
+    tests and ``reward_passed`` on the visible ones): over every pair of one problem's samples of which
+    one passes the hidden tests and the other fails them, the share the PRM scores higher (a tie counts
+    half): ``pair_accuracy`` over ``pairs``; the same over the pairs (passes, passes only the visible
+    tests), the distinction a selector needs beyond the visible test: ``visible_only_accuracy`` over
+    ``visible_only_pairs``. None where there is no pair. 0.5 is chance."""
+    won = {"all": 0.0, "visible": 0.0}
+    count = {"all": 0, "visible": 0}
+    for samples in scored_rows:
+        good = [s["score"] for s in samples if s["passed"]]
+        for bad in samples:
+            if bad["passed"]:
+                continue
+            kinds = ("all", "visible") if bad["reward_passed"] else ("all",)
+            for g in good:
+                for k in kinds:
+                    won[k] += 1.0 if g > bad["score"] else 0.5 if g == bad["score"] else 0.0
+                    count[k] += 1
+    return {"pair_accuracy": won["all"] / count["all"] if count["all"] else None, "pairs": count["all"],
+            "visible_only_accuracy": won["visible"] / count["visible"] if count["visible"] else None,
+            "visible_only_pairs": count["visible"]}
+
+
 def summarise_best_of_n(rows: Sequence[dict], config: BestOfNConfig,
                         scores: dict[str, list[list[float]]] | None = None) -> dict[str, Any]:
     """Pass@1 per selector over the counted problems (known-bad excluded), with seeded random picks;
-    `scores`: each task's per-sample step scores from the PRM (the PRM selectors need them)."""
+    `scores`: each task's per-sample step scores from the PRM (the PRM selectors need them). With
+    scores, also the PRM's within-problem `ranking` and, in ``gain``, each PRM selector's paired
+    difference from its random counterpart with a 95% bootstrap CI over problems: the random pick
+    counted at its expectation (the share of its pool that passes), so that its luck adds no noise."""
     counted = [r for r in rows if not r.get("known_bad")]
     selectors = config.selectors
-    picks: dict[str, int] = {s: 0 for s in selectors}
+    picks: dict[str, list[float]] = {s: [] for s in selectors}
+    expected: dict[str, list[float]] = {"random": [], "visible+random": []}
+    scored_rows = []
     for r in counted:
         steps = (scores or {}).get(r["task_id"]) or [[] for _ in r["samples"]]
         scored = [{**s, "score": trajectory_score(sc, config.aggregate)} for s, sc in zip(r["samples"], steps)]
+        scored_rows.append(scored)
         for sel in selectors:
             rng = random.Random(problem_seed(config.seed, f"{r['task_id']}:{sel}"))
-            picks[sel] += bool(select(scored, sel, rng)["passed"])
+            picks[sel].append(float(bool(select(scored, sel, rng)["passed"])))
+        pool = [s for s in scored if s["reward_passed"]] or scored
+        expected["random"].append(fmean([s["passed"] for s in scored]) if scored else 0.0)
+        expected["visible+random"].append(fmean([s["passed"] for s in pool]) if pool else 0.0)
     n = len(counted) or 1
+    extra: dict[str, Any] = {}
+    if scores:
+        extra["ranking"] = ranking(scored_rows)
+        extra["gain"] = {}
+        for sel, base in (("prm", "random"), ("visible+prm", "visible+random")):
+            if sel in picks and counted:
+                lo, hi = paired_bootstrap_ci(expected[base], picks[sel], seed=config.seed)
+                diff = fmean(picks[sel]) - fmean(expected[base])
+                extra["gain"][f"{sel} - {base}"] = {"diff": diff, "ci": [lo, hi]}
     return {"problems": len(counted), "n": config.n, "aggregate": config.aggregate, "prm": config.prm,
-            "model": config.model, "split": config.split,
-            "pass_at_1": {sel: picks[sel] / n for sel in selectors},
+            "model": config.model, "split": config.split, **extra,
+            "pass_at_1": {sel: sum(picks[sel]) / n for sel in selectors},
             "oracle_pass_at_n": sum(any(s["passed"] for s in r["samples"]) for r in counted) / n,
             "visible_any": sum(any(s["reward_passed"] for s in r["samples"]) for r in counted) / n,
             "sample_pass_rate": sum(s["passed"] for r in counted for s in r["samples"])
@@ -347,6 +391,16 @@ def best_of_n_table(summary: dict) -> str:
              f"(PRM score: {summary['aggregate']} step)", "", "| selector | Pass@1 |", "|---|---|"]
     lines += [f"| {sel} | {100 * v:.1f} |" for sel, v in summary["pass_at_1"].items()]
     lines += [f"| oracle pass@{summary['n']} (ceiling) | {100 * summary['oracle_pass_at_n']:.1f} |"]
+    for name, g in summary.get("gain", {}).items():
+        lines += ["", f"{name}: {100 * g['diff']:+.1f} points [{100 * g['ci'][0]:+.1f}, {100 * g['ci'][1]:+.1f}] "
+                      "(paired 95% CI over problems; random at its expectation)"]
+    rk = summary.get("ranking")
+    if rk:
+        def share(v: float | None) -> str:
+            return "-" if v is None else f"{100 * v:.1f}%"
+        lines += ["", f"within a problem: the PRM ranks a correct sample above a failing one in "
+                      f"{share(rk['pair_accuracy'])} of {rk['pairs']} pairs, above one passing only the visible "
+                      f"tests in {share(rk['visible_only_accuracy'])} of {rk['visible_only_pairs']} (chance: 50%)"]
     held = summary.get("heldout")
     if held:
         auc = "-" if held.get("auc") is None else f"{held['auc']:.3f}"
@@ -378,4 +432,4 @@ def plot_best_of_n(summary: dict, path: Path) -> None:
 
 
 __all__ = ["AGGREGATES", "BestOfNConfig", "PRMCollectConfig", "SELECTORS", "best_of_n", "best_of_n_table", "plot_best_of_n",
-           "collect", "prm_rows", "select", "summarise_best_of_n", "trajectory_score"]
+           "collect", "prm_rows", "ranking", "select", "summarise_best_of_n", "trajectory_score"]
