@@ -34,13 +34,14 @@ PARTS = (("sample", "decode"), ("score", "logp recompute"), ("train", "fwd+bwd+o
          ("sync", "sync"))
 
 
-def child(engine: str, updates: int, run_dir: str, kl_coef: float, prompt_style: str | None) -> None:
+def child(engine: str, updates: int, run_dir: str, kl_coef: float, prompt_style: str | None, dtype: str | None,
+          micro_batch: int) -> None:
     from o1code.pipeline.ppo import PPORunConfig, run_ppo
 
     cfg = PPORunConfig(model="default", algo="grpo", mode="pseudocode", max_steps=4, episodes_per_update=8,
                        group_size=4, updates=updates, eval_limit=0, engine="transformers" if engine == "trl" else engine,
                        run_dir=run_dir, save_every=1000, kl_coef=kl_coef, device="cpu", train_limit=24, prm=None,
-                       prompt_style=prompt_style)
+                       prompt_style=prompt_style, dtype=dtype, micro_batch=micro_batch)
     t0 = time.perf_counter()
     if engine == "trl":  # the peer: TRL's GRPOTrainer on this same config (bench/rl_peer_trl.py)
         from rl_peer_trl import run_like_ppo
@@ -62,13 +63,21 @@ def main() -> None:
     ap.add_argument("--prompt-style", choices=["fewshot", "instruct"], default=None,
                     help="the env's prompts (default: PPORunConfig's); instruct pseudocode prompts are 2.7x shorter "
                          "(no worked examples), which the log-prob recomputation and the update feel")
+    ap.add_argument("--dtype", choices=["float32", "bfloat16"], default=None,
+                    help="the trainer's backbone precision (default: PPORunConfig's, float32); the CPU recipes train "
+                         "float32 LoRA adapters on a bfloat16 backbone")
+    ap.add_argument("--micro-batch", type=int, default=4,
+                    help="steps per trainer forward pass (PPOConfig's micro_batch); 1 keeps one step's activations "
+                         "at a time, the least memory at no cost in compute on a CPU")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
-        child(args.child, args.updates, tempfile.mkdtemp(prefix="bench-rl-"), args.kl_coef, args.prompt_style)
+        child(args.child, args.updates, tempfile.mkdtemp(prefix="bench-rl-"), args.kl_coef, args.prompt_style,
+              args.dtype, args.micro_batch)
         return
     print(f"# bench_rl: default model, pseudocode, <=4 steps, 8 episodes in groups of 4, PRM off, kl_coef "
-          f"{args.kl_coef}, prompt style {args.prompt_style or 'default'}, {args.updates} update(s) per engine; "
+          f"{args.kl_coef}, prompt style {args.prompt_style or 'default'}, trainer {args.dtype or 'float32'} in "
+          f"micro-batches of {args.micro_batch}, {args.updates} update(s) per engine; "
           f"{os.cpu_count()} CPUs, load average "
           f"{os.getloadavg()[0]:.1f} at start", flush=True)
     print(f"{'engine':13s} {'upd':>3s} {'total s':>8s} " + " ".join(f"{label:>14s}" for _, label in PARTS)
@@ -76,7 +85,8 @@ def main() -> None:
     medians = {}
     for engine in args.engines.split(",") + ([args.peer] if args.peer else []):
         out = subprocess.run([sys.executable, __file__, "--child", engine, "--updates", str(args.updates),
-                              "--kl-coef", str(args.kl_coef)]
+                              "--kl-coef", str(args.kl_coef), "--micro-batch", str(args.micro_batch)]
+                             + (["--dtype", args.dtype] if args.dtype else [])
                              + (["--prompt-style", args.prompt_style] if args.prompt_style else []),
                              capture_output=True, text=True)
         line = next((x for x in out.stdout.splitlines() if x.startswith("RESULT ")), None)

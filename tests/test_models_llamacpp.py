@@ -252,3 +252,35 @@ def test_default_quality_model():
     out = g.generate(["Write a Python function `add(a, b)` that returns a + b. Reply with code only."],
                      SamplingParams(temperature=0, max_tokens=48))[0][0]
     assert "def add" in out.text
+
+
+@needs_llamacpp
+@needs_smol
+def test_llamacpp_prefix_cache_across_rounds(smol):
+    """A rollout's next round (each episode's prompt extended by its step) re-evaluates only what each
+    prompt added (up to a cache_chunk each), not the prompts again, and samples exactly what a
+    generator without the cache samples; prefix_cache_mib bounds the prompts kept (0: none between calls)."""
+    c = smol.config.cache_chunk
+    firsts = ["You are given a list of numbers. " + " ".join(str(i) for i in range(k, k + 40)) for k in (0, 100, 200)]
+    sp = SamplingParams(n=1, temperature=1.0, max_tokens=8, seed=5)
+    nocache = load_generator(f"llamacpp:{SMOL}", n_ctx=2048, prefix_cache=False)
+    bounded = load_generator(f"llamacpp:{SMOL}", n_ctx=2048, prefix_cache_mib=0)
+    try:
+        rounds = [firsts]
+        for _ in range(2):
+            outs = smol.generate(rounds[-1], sp)
+            rounds.append([p + o[0].text + " Next step:" for p, o in zip(rounds[-1], outs)])
+        for prev, now in zip(rounds[1:], rounds[2:]):
+            smol.generate(prev, sp)  # the round before: its prompts are the cache's recent ones
+            before = smol.n_prompt_tokens_evaluated
+            got = smol.generate(now, sp)
+            added = sum(_n_tokens(smol, q) - _n_tokens(smol, p) for p, q in zip(prev, now))
+            assert smol.n_prompt_tokens_evaluated - before <= added + len(now) * c
+            assert got == nocache.generate(now, sp)
+            bounded.generate(prev, sp)
+            before = bounded.n_prompt_tokens_evaluated
+            assert bounded.generate(now, sp) == got
+            assert bounded.n_prompt_tokens_evaluated - before > added + len(now) * c  # only the last one reused
+    finally:
+        nocache.close()
+        bounded.close()

@@ -47,9 +47,11 @@ class LlamaCppConfig:
     the cores, idles one of two). ``chat_template``: apply the GGUF's chat template (False: raw completion).
     ``use_extra_bufts``: llama.cpp's weight-repacking buffers; off by default because with them
     llama.cpp 0.3.36 segfaults on multi-token batches on some CPUs (AMX/repack kernels).
-    ``prefix_cache``: keep the KV cache between calls and re-evaluate only from the last
-    ``cache_chunk`` boundary within the longest common prefix (the n samples of one prompt, and a
-    search's steps, share the long few-shot prompt). False re-evaluates every prompt from scratch.
+    ``prefix_cache``: keep the KV cells of recent prompts between calls (``prefix_cache_mib`` of them,
+    least recently used dropped first) and re-evaluate only from the last ``cache_chunk`` boundary
+    within the longest common prefix (the n samples of one prompt, and a search's steps, share the
+    long few-shot prompt; a rollout's next step extends its last prompt). False re-evaluates every
+    prompt from scratch.
     Either way the same prompt, params and seed give bit-identical completions whatever the
     generator did before (and the same with prefix_cache True or False, for the same model, threads,
     ``cache_chunk`` and hardware). ``cache_chunk``: prompts are evaluated in batches of this many
@@ -67,6 +69,7 @@ class LlamaCppConfig:
     chat_template: bool = True
     use_extra_bufts: bool = False
     prefix_cache: bool = True
+    prefix_cache_mib: int = 256
     cache_chunk: int = 32
     max_seqs: int = 8
     batch_samples: bool = True
@@ -168,7 +171,8 @@ class LlamaCppGenerator:
         self._handles = _Handles(self._lib, self.llm)
         self._close = weakref.finalize(self, self._handles.close)  # free before interpreter teardown
         self._vocab = self._lib.llama_model_get_vocab(self.llm.model)
-        self._kv = PromptKV(self.llm, self._lib, config.cache_chunk, config.prefix_cache)
+        self._kv = PromptKV(self.llm, self._lib, config.cache_chunk, config.prefix_cache,
+                            config.prefix_cache_mib << 20)
         self.chat_template = self.llm.metadata.get("tokenizer.chat_template")
         self.adapter: Path | None = None  # the LoRA adapter file set on the context, if any
 

@@ -14,6 +14,10 @@ again): every KV entry and logit is then computed by the same operations whateve
 A batch of several prompts is then assembled from their saved sequence states (llama.cpp's
 ``llama_state_seq_get_data``: a copy of the sequence's KV cells) into an emptied cache, one sequence
 each, so that the batch's layout too depends only on its prompts.
+
+The prefix cache keeps the saved states of the most recent prompts (up to ``keep_bytes`` of KV
+cells, least recently used dropped first): a multi-step rollout's next prompt is the last one plus a
+step, so each episode's round re-evaluates its new tokens only, and a search's siblings share theirs.
 """
 
 from __future__ import annotations
@@ -39,8 +43,8 @@ class PromptKV:
     """Evaluates prompts into sequence 0 of `llm`'s KV cache (see the module docstring) and places them
     into the sequences of a batch. Between batches only sequence 0 holds cells: `held`, exactly."""
 
-    def __init__(self, llm: Any, lib: Any, chunk: int, prefix_cache: bool) -> None:
-        self.llm, self.lib, self.chunk, self.prefix_cache = llm, lib, chunk, prefix_cache
+    def __init__(self, llm: Any, lib: Any, chunk: int, prefix_cache: bool, keep_bytes: int = 256 << 20) -> None:
+        self.llm, self.lib, self.chunk, self.prefix_cache, self.keep_bytes = llm, lib, chunk, prefix_cache, keep_bytes
         self.mem = lib.llama_get_memory(llm.ctx)
         self.n_evaluated = 0  # running count of prompt tokens evaluated, to check/measure reuse
         self.reset()
@@ -49,13 +53,14 @@ class PromptKV:
         """Empty the KV cache and forget every prompt."""
         self.lib.llama_memory_clear(self.mem, True)
         self.held: Prompt | None = None  # what sequence 0 holds, exactly (other sequences are empty)
-        self.cached: Prompt | None = None  # the last batch's last prompt: the prefix cache
+        self.cached: Prompt | None = None  # the last batch's last prompt
         self.batch: list[Prompt] = []  # the prompts evaluated for the batch being assembled
+        self.recent: list[Prompt] = []  # saved prompts of earlier batches, least recently used first
 
     def _reusable(self) -> list[Prompt]:
         if not self.prefix_cache:
             return []
-        out = [p for p in (self.held, self.cached, *self.batch) if p is not None]
+        out = [p for p in (self.held, self.cached, *self.batch, *reversed(self.recent)) if p is not None]
         return [p for i, p in enumerate(out) if p not in out[:i] and (p is self.held or p.state is not None)]
 
     def _save(self, p: Prompt) -> None:
@@ -98,10 +103,23 @@ class PromptKV:
             self.held = None
             prompt = Prompt(tokens, self._decode_chunks(tokens, keep))
         self.held = prompt
-        if save and prompt.state is None:
+        if (save or self.prefix_cache) and prompt.state is None:
             self._save(prompt)
         self.batch.append(prompt)
         return prompt
+
+    def _remember(self, prompts: list[Prompt]) -> None:
+        """Move `prompts` (saved) to the most recent end of `recent`, then drop the least recently used
+        beyond ``keep_bytes``."""
+        kept = [p for p in self.recent if not any(p is q for q in prompts)]
+        kept += [p for i, p in enumerate(prompts) if p.state is not None and not any(p is q for q in prompts[:i])]
+        total = 0
+        for i in range(len(kept) - 1, -1, -1):
+            total += len(kept[i].state)
+            if total > self.keep_bytes:
+                kept = kept[i + 1:]
+                break
+        self.recent = kept
 
     def _decode_chunks(self, tokens: Any, start: int) -> Any:
         """Evaluate ``tokens[start:]`` into sequence 0, one ``llama_decode`` per aligned chunk; the logits
@@ -144,6 +162,8 @@ class PromptKV:
                 self.lib.llama_memory_seq_rm(self.mem, s, -1, -1)
             self.lib.llama_memory_seq_rm(self.mem, 0, len(last.tokens), -1)
             self.held = last
+        if self.prefix_cache:
+            self._remember(self.batch)
         self.cached, self.batch = last, []
 
 
