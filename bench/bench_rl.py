@@ -16,6 +16,7 @@ its parts are split), and prints its seconds per update over each engine's.
     python bench/bench_rl.py --updates 2            # both engines
     python bench/bench_rl.py --engines llamacpp     # one
     python bench/bench_rl.py --peer trl             # and TRL's GRPOTrainer
+    python bench/bench_rl.py --engines llamacpp --ray 2 --prompts-per-call 2   # on 2 Ray rollout workers
 """
 
 from __future__ import annotations
@@ -35,13 +36,15 @@ PARTS = (("sample", "decode"), ("score", "logp recompute"), ("train", "fwd+bwd+o
 
 
 def child(engine: str, updates: int, run_dir: str, kl_coef: float, prompt_style: str | None, dtype: str | None,
-          micro_batch: int) -> None:
+          micro_batch: int, ray_workers: int | None = None, prompts_per_call: int | None = None) -> None:
     from o1code.pipeline.ppo import PPORunConfig, run_ppo
 
     cfg = PPORunConfig(model="default", algo="grpo", mode="pseudocode", max_steps=4, episodes_per_update=8,
                        group_size=4, updates=updates, eval_limit=0, engine="transformers" if engine == "trl" else engine,
                        run_dir=run_dir, save_every=1000, kl_coef=kl_coef, device="cpu", train_limit=24, prm=None,
-                       prompt_style=prompt_style, dtype=dtype, micro_batch=micro_batch)
+                       prompt_style=prompt_style, dtype=dtype, micro_batch=micro_batch,
+                       ray="local" if ray_workers else None, rollout_workers=ray_workers,
+                       prompts_per_call=prompts_per_call)
     t0 = time.perf_counter()
     if engine == "trl":  # the peer: TRL's GRPOTrainer on this same config (bench/rl_peer_trl.py)
         from rl_peer_trl import run_like_ppo
@@ -69,15 +72,22 @@ def main() -> None:
     ap.add_argument("--micro-batch", type=int, default=4,
                     help="steps per trainer forward pass (PPOConfig's micro_batch); 1 keeps one step's activations "
                          "at a time, the least memory at no cost in compute on a CPU")
+    ap.add_argument("--ray", type=int, metavar="N", default=None,
+                    help="llama.cpp rollouts on N Ray workers (a local Ray, one CPU each) instead of in-process; "
+                         "the learner idles while they sample: the decode column is its idle share")
+    ap.add_argument("--prompts-per-call", type=int, default=None,
+                    help="prompts per engine call (default: one call per round); with --ray, 2-4 spreads a round "
+                         "over the workers")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
         child(args.child, args.updates, tempfile.mkdtemp(prefix="bench-rl-"), args.kl_coef, args.prompt_style,
-              args.dtype, args.micro_batch)
+              args.dtype, args.micro_batch, args.ray, args.prompts_per_call)
         return
     print(f"# bench_rl: default model, pseudocode, <=4 steps, 8 episodes in groups of 4, PRM off, kl_coef "
           f"{args.kl_coef}, prompt style {args.prompt_style or 'default'}, trainer {args.dtype or 'float32'} in "
-          f"micro-batches of {args.micro_batch}, {args.updates} update(s) per engine; "
+          f"micro-batches of {args.micro_batch}, {args.updates} update(s) per engine"
+          f"{f', llama.cpp on {args.ray} Ray workers' if args.ray else ''}; "
           f"{os.cpu_count()} CPUs, load average "
           f"{os.getloadavg()[0]:.1f} at start", flush=True)
     print(f"{'engine':13s} {'upd':>3s} {'total s':>8s} " + " ".join(f"{label:>14s}" for _, label in PARTS)
@@ -87,6 +97,8 @@ def main() -> None:
         out = subprocess.run([sys.executable, __file__, "--child", engine, "--updates", str(args.updates),
                               "--kl-coef", str(args.kl_coef), "--micro-batch", str(args.micro_batch)]
                              + (["--dtype", args.dtype] if args.dtype else [])
+                             + (["--ray", str(args.ray)] if args.ray else [])
+                             + (["--prompts-per-call", str(args.prompts_per_call)] if args.prompts_per_call else [])
                              + (["--prompt-style", args.prompt_style] if args.prompt_style else []),
                              capture_output=True, text=True)
         line = next((x for x in out.stdout.splitlines() if x.startswith("RESULT ")), None)

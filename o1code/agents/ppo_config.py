@@ -37,6 +37,9 @@ class PPOConfig:
         engine: What samples the rollouts: auto (for a LoRA policy: on the CPU llamacpp when its base is a
             GGUF and llama-cpp-python is installed, on a GPU vllm when its base is a hub model or directory and
             vLLM is installed; else transformers), transformers, llamacpp or vllm.
+        prompts_per_call: llamacpp/vllm: each round's prompts go to the engine in calls of at most this many
+            (None: one call). The calls, not the machines, fix the samples: rollout workers on Ray
+            (`o1code.distributed.rollout`) serve the same calls and draw the same samples.
         vf_coef: Weight of the value loss.
         ent_coef: Weight of the entropy bonus.
         kl_coef: Weight of the KL to the reference policy (0: no reference pass at all).
@@ -67,6 +70,7 @@ class PPOConfig:
     dynamic_sampling: bool = True
     tis_cap: float = 2.0
     engine: str = "auto"
+    prompts_per_call: int | None = None
     vf_coef: float = 0.5
     ent_coef: float = 0.0
     kl_coef: float = 0.0
@@ -90,6 +94,8 @@ class PPOConfig:
                self.micro_batch, self.max_step_tokens) < 1:
             raise AgentError("updates, episodes_per_update, update_epochs, minibatch_size, micro_batch and "
                              "max_step_tokens must be >= 1")
+        if self.prompts_per_call is not None and self.prompts_per_call < 1:
+            raise AgentError(f"prompts_per_call must be >= 1 (or None: one call), got {self.prompts_per_call}")
         if self.clip <= 0 or (self.clip_high is not None and self.clip_high <= 0) or self.tis_cap < 0:
             raise AgentError("clip and clip_high must be > 0 and tis_cap >= 0")
 

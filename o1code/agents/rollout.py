@@ -40,10 +40,18 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class Sample:
-    """One sampled step: its token ids and each token's log-prob under the engine (same length)."""
+    """One sampled step: its token ids, each token's log-prob under the engine (same length), and the
+    version of the weights it was drawn with (the engine's count of `sync` calls; 0 where untracked)."""
 
     token_ids: list[int]
     logprobs: list[float]
+    version: int = 0
+
+
+def chunks(items: Sequence[Any], size: int | None) -> list[Sequence[Any]]:
+    """`items` in order, in pieces of at most `size` (None: one piece)."""
+    size = size or max(len(items), 1)
+    return [items[i:i + size] for i in range(0, len(items), size)]
 
 
 class RolloutEngine(Protocol):
@@ -145,11 +153,13 @@ class GeneratorEngine:
     """Samples with an inference `Generator` that hot-swaps LoRA adapters (``set_adapter(path)``):
     `LlamaCppGenerator` (``fmt="gguf"``: adapters written by `write_lora_gguf` against ``base``, the
     GGUF the policy was dequantized from) or `VLLMGenerator` (``fmt="peft"``: ``save_pretrained``).
-    Each sync writes a new adapter file under ``workdir`` and drops the previous one."""
+    Each sync writes a new adapter file under ``workdir`` and drops the previous one. `sample` asks the
+    generator ``prompts_per_call`` prompts at a time (None: all in one call)."""
 
     def __init__(self, name: str, generator: Any, fmt: str, base: str | None = None,
-                 workdir: str | Path | None = None) -> None:
+                 workdir: str | Path | None = None, prompts_per_call: int | None = None) -> None:
         self.name, self.generator, self.fmt, self.base = name, generator, fmt, base
+        self.prompts_per_call = prompts_per_call  # `sample` asks the generator this many prompts at a time
         self._own = workdir is None
         self.workdir = Path(workdir or tempfile.mkdtemp(prefix="o1code-adapter-"))
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -179,8 +189,8 @@ class GeneratorEngine:
 
         params = SamplingParams(n=n, temperature=temperature, top_p=top_p, max_tokens=max_tokens, stop=(STEP_END,),
                                 seed=seed)
-        return [[Sample(list(c.token_ids), list(c.logprobs or [])) for c in comps]
-                for comps in self.generator.generate(list(prompts), params)]
+        return [[Sample(list(c.token_ids), list(c.logprobs or []), self.version) for c in comps]
+                for part in chunks(list(prompts), self.prompts_per_call) for comps in self.generator.generate(part, params)]
 
     def close(self) -> None:
         close = getattr(self.generator, "close", None)
@@ -265,10 +275,11 @@ def resolve_engine(name: str, policy: Any) -> str:
     return "vllm" if not gguf and installed("vllm") else "transformers"
 
 
-def make_engine(name: str, policy: Any, workdir: str | Path | None = None, **options: Any) -> RolloutEngine:
+def make_engine(name: str, policy: Any, workdir: str | Path | None = None, prompts_per_call: int | None = None,
+                **options: Any) -> RolloutEngine:
     """The engine `name` (``auto`` resolved by `resolve_engine`) for `policy`, synced to it. `options`:
     the backend config's fields (e.g. ``n_ctx`` for llama.cpp, ``engine_kwargs`` for vLLM) or
-    ``max_batch`` for transformers."""
+    ``max_batch`` for transformers; `prompts_per_call`: see `GeneratorEngine`."""
     name = resolve_engine(name, policy)
     if name == "transformers":
         engine: RolloutEngine = TransformersEngine(**options)
@@ -280,7 +291,7 @@ def make_engine(name: str, policy: Any, workdir: str | Path | None = None, **opt
             raise AgentError(f"the llamacpp engine needs a policy on a GGUF base; {policy.config.model!r} is not one")
         gen = LlamaCppGenerator(LlamaCppConfig(**{"path": base, "chat_template": policy.config.chat_template,
                                                   "n_ctx": 8192, **options}))
-        engine = GeneratorEngine("llamacpp", gen, "gguf", base=base, workdir=workdir)
+        engine = GeneratorEngine("llamacpp", gen, "gguf", base=base, workdir=workdir, prompts_per_call=prompts_per_call)
     elif name == "vllm":
         from o1code.models.loader import transformers_source
         from o1code.models.vllm import VLLMConfig, VLLMGenerator
@@ -290,7 +301,7 @@ def make_engine(name: str, policy: Any, workdir: str | Path | None = None, **opt
             raise AgentError("the vllm engine needs a hub id or directory base, not a GGUF file: train an hf: model")
         gen = VLLMGenerator(VLLMConfig(**{"model": src, "chat_template": policy.config.chat_template,
                                           "max_lora_rank": policy.config.lora_r, **options}))
-        engine = GeneratorEngine("vllm", gen, "peft", workdir=workdir)
+        engine = GeneratorEngine("vllm", gen, "peft", workdir=workdir, prompts_per_call=prompts_per_call)
     else:
         raise AgentError(f"unknown engine {name!r}; choose auto, transformers, llamacpp or vllm")
     engine.sync(policy)
@@ -298,5 +309,5 @@ def make_engine(name: str, policy: Any, workdir: str | Path | None = None, **opt
     return engine
 
 
-__all__ = ["GeneratorEngine", "RolloutEngine", "Sample", "TransformersEngine", "cut_step", "gguf_base", "make_engine", "make_reference", "reference_logprobs",
+__all__ = ["GeneratorEngine", "RolloutEngine", "Sample", "TransformersEngine", "chunks", "cut_step", "gguf_base", "make_engine", "make_reference", "reference_logprobs",
            "resolve_engine", "sample_each"]

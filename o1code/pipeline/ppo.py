@@ -62,7 +62,7 @@ REWARD_FORMS = ("binary", "pass_fraction")
 #: The fields of `PPOConfig`, which `PPORunConfig` extends (`train` pins them in ``RUN/config.json``).
 PPO_FIELDS = tuple(f.name for f in dataclasses.fields(PPOConfig))
 #: PPORunConfig fields a resumed run may change (the PPO fields `train` lets change are its own business).
-RUN_UNPINNED = ("run_dir", "device")
+RUN_UNPINNED = ("run_dir", "device", "ray", "rollout_workers")
 
 
 @dataclass
@@ -97,6 +97,8 @@ class PPORunConfig(PPOConfig):
         eval_split: Held-out split of the evaluation (validation, or test for a final figure).
         eval_limit: Evaluate on the first N problems of eval_split (0: no evaluation).
         eval_max_step_tokens: Token limit of a step in evaluation (None: max_step_tokens).
+        ray, rollout_workers: Draw the rollouts on this many (None: 2) Ray workers of llama.cpp: local, auto or an
+            address (`o1code.distributed.rollout`; unpinned: the samples do not depend on where they are drawn).
         prm: A trained process reward model (``o1code prm train``'s RUN/final): every step that is not the
             last is rewarded with its value (the paper's process reward); None: outcome reward only.
     """
@@ -132,6 +134,8 @@ class PPORunConfig(PPOConfig):
     eval_limit: int = 20
     eval_max_step_tokens: int | None = None
     prm: str | None = None
+    ray: str | None = None
+    rollout_workers: int | None = None
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -153,6 +157,8 @@ class PPORunConfig(PPOConfig):
             raise PipelineError("max_steps must be >= 1, eval_limit >= 0 and train_limit >= 1")
         if self.train_limit is not None and self.train_tasks:
             raise PipelineError("give either train_limit or train_tasks, not both")
+        if self.rollout_workers is not None and (self.rollout_workers < 1 or not self.ray):
+            raise PipelineError("rollout_workers counts Ray workers: give ray (local, auto or an address) and >= 1")
         if self.mode == "direct":
             self.max_steps = 1
 
@@ -400,6 +406,7 @@ def run_ppo(config: PPORunConfig, progress: bool = True, policy: Any = None, san
     from o1code.sandboxes import LocalSandbox
 
     t0 = time.perf_counter()
+    engine = None
     ppo = config.ppo_config()
     run = Path(config.run_dir)
     problems = train_problems(config)
@@ -429,9 +436,15 @@ def run_ppo(config: PPORunConfig, progress: bool = True, policy: Any = None, san
                  config.model)
         if evaluator is not None and done == 0:
             evaluator.run(policy, 0)  # the starting policy's Pass@1
-        result = train(policy, make_env, ppo, run, task_ids=task_ids,
-                                  evaluate=evaluator, progress=progress)
+        if config.ray:
+            from o1code.distributed.rollout import RayRolloutEngine
+            engine = RayRolloutEngine.for_policy(policy, config.engine, workers=config.rollout_workers or 2,
+                                                 prompts_per_call=config.prompts_per_call, address=config.ray)
+        result = train(policy, make_env, ppo, run, task_ids=task_ids, evaluate=evaluator, progress=progress,
+                       engine=engine)
     finally:
+        if engine is not None:
+            engine.close()
         if own_sandbox:
             sandbox.close()
     evals = evaluator.collected() if evaluator is not None else []
