@@ -5,6 +5,8 @@
   (``CodeEnv(sandbox=RaySandbox(address="auto"))``).
 - `evaluate_on_ray`: the problems of ``o1code eval --ray local|auto|ADDRESS`` over Ray worker actors
   (one generator each, loaded once); this process stays the only writer of the run directory.
+- `RayRolloutEngine`: the RL stage's rollouts (``o1code ppo --ray ...``) on llama.cpp worker actors,
+  the LoRA adapter published to them after each update (`o1code.distributed.rollout`).
 
 Importing this package needs no Ray; using it without Ray raises `MissingRayError` saying what to
 install. See the README's "On a cluster".
@@ -16,8 +18,8 @@ from typing import Any
 
 from .errors import DistributedError, MissingRayError, RayClusterError, WorkerLostError
 
-__all__ = ["DistributedError", "MissingRayError", "RayClusterError", "RaySandbox", "WorkerLostError",
-           "evaluate_on_ray"]
+__all__ = ["DistributedError", "MissingRayError", "RayClusterError", "RayRolloutEngine", "RaySandbox",
+           "WorkerLostError", "evaluate_on_ray"]
 
 
 def __getattr__(name: str) -> Any:  # the sandbox and eval modules import o1code.sandboxes / Ray lazily
@@ -25,6 +27,10 @@ def __getattr__(name: str) -> Any:  # the sandbox and eval modules import o1code
         from .sandbox import RaySandbox
 
         return RaySandbox
+    if name == "RayRolloutEngine":
+        from .rollout import RayRolloutEngine
+
+        return RayRolloutEngine
     if name == "evaluate_on_ray":
         from .eval import evaluate_on_ray
 
