@@ -6,7 +6,7 @@ What runs where, as OpenRLHF and verl split it:
   the LoRA adapters once as a llama.cpp adapter GGUF, puts its bytes in Ray's object store, and every
   worker swaps them in before its next sample. Bytes through the object store, not a file on shared
   storage: a cluster need not share a file system, and the adapter is small (the default model at
-  r=16: 17 MiB in float32), so one copy per node per update is cheap beside an update's minutes.
+  r=16: 34 MiB in float32), so one copy per node per update is cheap beside an update's minutes.
 - **Workers** (`_RolloutWorker` actors): each loads a `LlamaCppGenerator` on the base GGUF once (a
   path every node can read: the same file, or the default model, which each node assembles), and
   draws what it is sent.
