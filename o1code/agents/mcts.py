@@ -212,8 +212,7 @@ class MCTSAgent:
                 on_rollout(done, node)
             if cfg.time_budget_s is None and self._solved_everything(root):
                 break
-        terminals = [n for n in root.walk() if n.terminal]
-        if not terminals and cfg.prm_leaf and done:  # leaf values alone found no answer: play one out
+        if cfg.prm_leaf and done and not any(n.terminal for n in root.walk()):  # leaf values found no answer
             done += 1
             self._rollout(env, root, leaf_value=False)
         env.set_state(root_state)

@@ -134,9 +134,9 @@ def rollout(policy: Policy, engine: RolloutEngine, envs: Sequence[Any], config: 
         samples = sample_each(engine, prompts, problem_seed(config.seed, f"{tag}:round{rnd}"), config.max_step_tokens,
                               config.temperature, config.top_p)
         ids = [s.token_ids for s in samples]
-        if len({s.version for s in samples}) > 1:  # one update's steps come from one set of weights
-            raise AgentError(f"the {engine.name} engine mixed weight versions {sorted({s.version for s in samples})} "
-                             "in one round")
+        versions = {s.version for s in samples}
+        if len(versions) > 1:  # one update's steps come from one set of weights
+            raise AgentError(f"the {engine.name} engine mixed weight versions {sorted(versions)} in one round")
         t, clock["sample"] = time.perf_counter(), clock.get("sample", 0.0) + time.perf_counter() - t
         still = []
         for k, i in enumerate(active):

@@ -28,13 +28,11 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 import tempfile
 from pathlib import Path
 from typing import Any, Sequence
 
 from o1code.agents.rollout import Sample, chunks
-from o1code.data.formats import STEP_END
 
 from ._ray import actor_lost_errors, connect, import_ray, unwrap
 from .errors import DistributedError, WorkerLostError
@@ -43,37 +41,32 @@ log = logging.getLogger(__name__)
 
 
 class _RolloutWorker:
-    """The remote side: one `LlamaCppGenerator`, the adapter version it holds, and a temp dir for the file."""
+    """The remote side: a `GeneratorEngine` over one `LlamaCppGenerator` (its ``sample`` is what a call
+    runs, each call already one of the learner's chunks), set to the adapter bytes it is sent."""
 
     def __init__(self, config: dict[str, Any]) -> None:
+        from o1code.agents.rollout import GeneratorEngine
         from o1code.models.llamacpp import LlamaCppConfig, LlamaCppGenerator
 
-        self.generator = LlamaCppGenerator(LlamaCppConfig(**config))
-        self.tmp = tempfile.mkdtemp(prefix="o1code-ray-rollout-")
-        self.version = 0
+        self.engine = GeneratorEngine("llamacpp", LlamaCppGenerator(LlamaCppConfig(**config)), "gguf")
 
     def ready(self) -> int:
         return os.getpid()
 
     def set_adapter(self, data: bytes, version: int) -> int:
-        path = Path(self.tmp) / f"adapter-{version}.gguf"
+        path = self.engine.workdir / f"adapter-{version}.gguf"
         path.write_bytes(data)
-        self.generator.set_adapter(str(path))
-        for old in Path(self.tmp).glob("adapter-*.gguf"):
-            if old != path:
-                old.unlink(missing_ok=True)
-        self.version = version
+        self.engine.generator.set_adapter(str(path))
+        if self.engine.current is not None:
+            self.engine.current.unlink(missing_ok=True)
+        self.engine.current, self.engine.version = path, version
         return version
 
-    def generate(self, prompts: list[str], params: dict[str, Any]) -> tuple[int, list[list[tuple[list, list]]]]:
-        from o1code.models.base import SamplingParams
-
-        out = self.generator.generate(prompts, SamplingParams(**params))
-        return self.version, [[(list(c.token_ids), list(c.logprobs or [])) for c in comps] for comps in out]
+    def sample(self, prompts: list[str], *args: Any) -> list[list[Sample]]:
+        return self.engine.sample(prompts, *args)
 
     def close(self) -> None:
-        self.generator.close()
-        shutil.rmtree(self.tmp, ignore_errors=True)
+        self.engine.close()
 
 
 class RayRolloutEngine:
@@ -144,8 +137,7 @@ class RayRolloutEngine:
 
     def sample(self, prompts: Sequence[str], n: int, seed: int, max_tokens: int, temperature: float = 1.0,
                top_p: float = 1.0) -> list[list[Sample]]:
-        params = {"n": n, "temperature": temperature, "top_p": top_p, "max_tokens": max_tokens, "stop": (STEP_END,),
-                  "seed": seed}
+        args = (n, seed, max_tokens, temperature, top_p)
         parts = chunks(list(prompts), self.prompts_per_call)
         results: dict[int, list] = {}
         lost = [0] * len(parts)
@@ -156,11 +148,11 @@ class RayRolloutEngine:
             for w in range(len(self.workers)):
                 if queue and w not in busy:
                     k = queue.pop(0)
-                    running[self.workers[w].generate.remote(list(parts[k]), params)] = (k, w)
+                    running[self.workers[w].sample.remote(list(parts[k]), *args)] = (k, w)
             done, _ = self.ray.wait(list(running), num_returns=1)
             k, w = running.pop(done[0])
             try:
-                version, out = self.ray.get(done[0])
+                out = self.ray.get(done[0])
             except actor_lost_errors() as e:
                 lost[k] += 1
                 if lost[k] > 1:
@@ -170,10 +162,11 @@ class RayRolloutEngine:
                 continue
             except Exception as e:
                 raise unwrap(e) from None
-            if version != self.version:
-                raise DistributedError(f"a rollout worker drew with adapter version {version}, not the current "
+            stale = {x.version for comps in out for x in comps} - {self.version}
+            if stale:
+                raise DistributedError(f"a rollout worker drew with adapter version {min(stale)}, not the current "
                                        f"{self.version}: an update would mix weights")
-            results[k] = [[Sample(ids, lps, version) for ids, lps in comps] for comps in out]
+            results[k] = out
         return [comps for k in range(len(parts)) for comps in results[k]]
 
     def close(self) -> None:

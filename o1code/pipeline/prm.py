@@ -26,9 +26,9 @@ import json
 import logging
 import random
 import time
-from statistics import fmean
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from statistics import fmean
 from typing import Any, Callable, Sequence
 
 from o1code.agents import LLMAgent, LLMConfig
@@ -197,12 +197,17 @@ def trajectory_score(step_scores: Sequence[float], aggregate: str = "last") -> f
     return float(min(step_scores)) if aggregate == "min" else float(sum(step_scores) / len(step_scores))
 
 
+def _pool(samples: Sequence[dict], selector: str) -> tuple[list[dict], str]:
+    """The samples `selector` picks among (``visible+``: those passing the visible tests, else all)
+    and how it picks (``random`` or ``prm``)."""
+    if selector.startswith("visible+"):
+        return [s for s in samples if s["reward_passed"]] or list(samples), selector.split("+", 1)[1]
+    return list(samples), selector
+
+
 def select(samples: Sequence[dict], selector: str, rng: random.Random) -> dict:
     """The sample `selector` picks (see the module docstring); ties go to the earliest sample."""
-    pool = list(samples)
-    if selector.startswith("visible+"):
-        pool = [s for s in samples if s["reward_passed"]] or pool
-        selector = selector.split("+", 1)[1]
+    pool, selector = _pool(samples, selector)
     if selector == "random":
         return rng.choice(pool)
     return max(pool, key=lambda s: s["score"])  # max keeps the first of equal scores
@@ -363,9 +368,9 @@ def summarise_best_of_n(rows: Sequence[dict], config: BestOfNConfig,
         for sel in selectors:
             rng = random.Random(problem_seed(config.seed, f"{r['task_id']}:{sel}"))
             picks[sel].append(float(bool(select(scored, sel, rng)["passed"])))
-        pool = [s for s in scored if s["reward_passed"]] or scored
-        expected["random"].append(fmean([s["passed"] for s in scored]) if scored else 0.0)
-        expected["visible+random"].append(fmean([s["passed"] for s in pool]) if pool else 0.0)
+        for sel in expected:
+            pool = _pool(scored, sel)[0]
+            expected[sel].append(fmean([s["passed"] for s in pool]) if pool else 0.0)
     n = len(counted) or 1
     extra: dict[str, Any] = {}
     if scores:
