@@ -390,3 +390,48 @@ def test_grpo_with_rollout_workers_equals_the_local_run(ray_local, tmp_path, mon
     assert runs["ray"][1].keys() == runs["local"][1].keys()
     assert all(torch.equal(runs["ray"][1][k], runs["local"][1][k]) for k in runs["local"][1])
     assert json.loads((tmp_path / "ray" / "config.json").read_text())["engine"] == "llamacpp"
+
+
+# -- self-play on Ray -----------------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_selfplay_on_ray_writes_the_local_rows_and_resumes_locally(ray_local, tiny_model_dir, tmp_path):
+    """Self-play's iteration 0 (baseline, MCTS collection, SFT, evaluation) with ``ray``: the evaluations and
+    the collection play their problems on the Ray workers (the tiny model loaded by each, the scripted search
+    policy sent to them) and write the same figures, trajectories and PRM rows as the local run; the same
+    run directory then resumes locally with nothing to redo."""
+    pytest.importorskip("peft")
+    import scripted_policy
+    import test_selfplay
+    from test_selfplay import comparable, config, hook
+
+    from o1code.pipeline.selfplay import run_selfplay
+
+    for module in (scripted_policy, test_selfplay):  # the hook's policy reaches the workers by value
+        ray_local.cloudpickle.register_pickle_by_value(module)
+    try:
+        runs = {}
+        for where, ray in (("local", None), ("ray", "local")):
+            cfg = config(tiny_model_dir, tmp_path / where, iterations=0, eval_agents=["greedy"], ray=ray)
+            runs[where] = comparable(tmp_path / where, run_selfplay(cfg, progress=False, generators=hook()).manifests)
+    finally:
+        for module in (scripted_policy, test_selfplay):
+            ray_local.cloudpickle.unregister_pickle_by_value(module)
+    assert list(runs["ray"]) == ["0/baseline", "0/collect", "0/sft", "0/eval"]
+    # The search's and evaluations' own files are in arrival order; the PRM rows and SFT read them in
+    # problem order, so everything made from them (rows, the SFT policy's figures) is the local run's.
+    assert _unordered(runs["ray"]) == _unordered(runs["local"])
+    assert runs["ray"]["0/collect"][1]["rows"] == runs["local"]["0/collect"][1]["rows"]
+    for stage in ("baseline/greedy", "collect/search", "eval/greedy"):  # played on Ray, written here
+        assert json.loads((tmp_path / "ray" / "iter-0" / stage / "config.json").read_text())["ray"] == "local"
+    rows = runs["ray"]["0/collect"][1]["rows"]
+    assert {r["kind"] for r in rows} == {"point", "pair"} and len(runs["ray"]["0/collect"][1]["trajectories"]) > 4
+    resumed = run_selfplay(config(tiny_model_dir, tmp_path / "ray", iterations=0, eval_agents=["greedy"]), progress=False,
+                           generators=lambda where, spec: pytest.fail(f"{where} ran again"))
+    assert _unordered(comparable(tmp_path / "ray", resumed.manifests)) == _unordered(runs["local"])
+
+
+def _unordered(runs):
+    """`comparable`'s figures and files, each file's rows sorted (results and trajectories arrive in any order)."""
+    return {key: [figures, {name: sorted(json.dumps(r, sort_keys=True) for r in rows) for name, rows in data.items()}]
+            for key, (figures, data) in runs.items()}

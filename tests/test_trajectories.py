@@ -11,6 +11,7 @@ from o1code.data.trajectories import (
     SampleRecord,
     StepRecord,
     TrajectoryRecord,
+    in_problem_order,
     pairwise_examples,
     pointwise_examples,
     read_trajectories,
@@ -111,3 +112,13 @@ def test_data_layer_imports_no_upper_layer():
             "print(sorted(m for m in sys.modules if m.startswith(('o1code.envs', 'o1code.agents', 'o1code.rewards'))))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_in_problem_order_groups_a_files_records_as_the_local_run_wrote_them():
+    """A search on Ray commits problems in arrival order; SFT and the PRM rows read them in problem order
+    (the ids' natural order, or the one given), each problem's records in their file order."""
+    recs = [TrajectoryRecord(t, "direct", (s,), seed=i) for i, (t, s) in
+            enumerate([("mbpp/10", "a"), ("mbpp/9", "b"), ("mbpp/10", "c"), ("mbpp/100", "d")])]
+    assert [(r.task_id, r.steps) for r in in_problem_order(recs)] == [
+        ("mbpp/9", ("b",)), ("mbpp/10", ("a",)), ("mbpp/10", ("c",)), ("mbpp/100", ("d",))]
+    assert [r.steps for r in in_problem_order(recs, ["mbpp/100", "mbpp/10", "mbpp/9"])] == [("d",), ("a",), ("c",), ("b",)]

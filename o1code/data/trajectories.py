@@ -20,6 +20,7 @@ Bottom layer: imports the standard library, `o1code.runs` and `o1code.data.error
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping, Sequence
 
@@ -225,6 +226,21 @@ def read_trajectories(path: str | os.PathLike) -> list[TrajectoryRecord]:
         except DataError as exc:
             raise DataError(f"{path}: record {number}: {exc}") from None
     return records
+
+
+def in_problem_order(records: Sequence[TrajectoryRecord], task_ids: Sequence[str] | None = None
+                     ) -> list[TrajectoryRecord]:
+    """`records` grouped by problem in the order of `task_ids` (None: the natural order of the ids, mbpp/9
+    before mbpp/10), each problem's records in their file order. A search on Ray commits its problems in
+    arrival order; what learns from its file (SFT, PRM rows) reads them in this order, the local run's, so
+    that the same search gives the same training data wherever it ran."""
+    rank = ({t: i for i, t in enumerate(task_ids)} if task_ids is not None else
+            {t: i for i, t in enumerate(sorted({r.task_id for r in records}, key=_natural))})
+    return sorted(records, key=lambda r: rank.get(r.task_id, len(rank)))
+
+
+def _natural(task_id: str) -> tuple:
+    return tuple(int(part) if part.isdigit() else part for part in re.split(r"(\d+)", task_id))
 
 
 def record_of_result(row: Mapping[str, Any]) -> TrajectoryRecord:

@@ -7,6 +7,7 @@
   (one generator each, loaded once); this process stays the only writer of the run directory.
 - `RayRolloutEngine`: the RL stage's rollouts (``o1code ppo --ray ...``) on llama.cpp worker actors,
   the LoRA adapter published to them after each update (`o1code.distributed.rollout`).
+- `connected(address)`: one Ray connection around several of those (``o1code selfplay --ray``).
 
 Importing this package needs no Ray; using it without Ray raises `MissingRayError` saying what to
 install. See the README's "On a cluster".
@@ -16,10 +17,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from ._ray import connected
 from .errors import DistributedError, MissingRayError, RayClusterError, WorkerLostError
 
 __all__ = ["DistributedError", "MissingRayError", "RayClusterError", "RayRolloutEngine", "RaySandbox",
-           "WorkerLostError", "evaluate_on_ray"]
+           "WorkerLostError", "connected", "evaluate_on_ray"]
 
 
 def __getattr__(name: str) -> Any:  # the sandbox and eval modules import o1code.sandboxes / Ray lazily

@@ -4,7 +4,8 @@ message, connecting to (or starting) a cluster, and which exceptions mean "the a
 from __future__ import annotations
 
 import logging
-from typing import Any, Optional
+from contextlib import contextmanager
+from typing import Any, Iterator, Optional
 
 from .errors import MissingRayError, RayClusterError
 
@@ -42,6 +43,18 @@ def connect(address: Optional[str]) -> bool:
         raise RayClusterError(f"cannot connect to Ray at {address!r} ({ADDRESS_HELP}): {e}") from None
     log.info("connected to Ray (%s): %s", address or "local", ray.cluster_resources())
     return True
+
+
+@contextmanager
+def connected(address: Optional[str]) -> Iterator[None]:
+    """`connect` for the length of a ``with`` block (a run of several stages joins Ray once; the stages'
+    own `connect` calls then find it connected), shutting Ray down at the end when this block started it."""
+    owns = connect(address)
+    try:
+        yield
+    finally:
+        if owns:
+            import_ray().shutdown()
 
 
 def actor_lost_errors() -> tuple[type[BaseException], ...]:

@@ -35,7 +35,7 @@ from o1code.agents import LLMAgent, LLMConfig
 from o1code.agents.llm import problem_seed
 from o1code.data import Problem
 from o1code.data.prompts import PROMPT_STYLES
-from o1code.data.trajectories import pairwise_examples, pointwise_examples, read_trajectories
+from o1code.data.trajectories import in_problem_order, pairwise_examples, pointwise_examples, read_trajectories
 from o1code.envs import CodeEnv, EvalInfo
 from o1code.models import chat_template_of
 from o1code.pipeline.errors import PipelineError
@@ -76,6 +76,9 @@ class PRMCollectConfig:
                                                                "selection (default 1 with --prm)", "metavar": "W"})
     prompt_style: str | None = field(default=None, metadata={"help": "fewshot (the default) or instruct (see "
                                                              "`o1code eval --prompt-style`)"})
+    ray: str | None = field(default=None, metadata={"help": "search the problems on Ray worker actors (as `o1code "
+                                                    "eval --ray`): local, auto or a cluster ADDRESS; not pinned",
+                                                    "metavar": "ADDRESS"})
 
     def eval_config(self) -> EvalConfig:
         if self.split not in ("train", "validation"):
@@ -87,7 +90,8 @@ class PRMCollectConfig:
                           limit=self.limit, seed=self.seed, run_dir=str(Path(self.run_dir) / "search"),
                           max_steps=self.max_steps, tests="dataset", show_tests=self.show_tests,
                           max_step_tokens=self.max_step_tokens, rollouts=self.rollouts, children=self.children,
-                          prm=self.prm, value_weight=self.value_weight, prompt_style=self.prompt_style)
+                          prm=self.prm, value_weight=self.value_weight, prompt_style=self.prompt_style,
+                          ray=self.ray)
 
 
 def prm_rows(trajectories: Path, problems: Sequence[Problem], mode: str, show_tests: str, split: str,
@@ -99,7 +103,7 @@ def prm_rows(trajectories: Path, problems: Sequence[Problem], mode: str, show_te
     trains on several steps (about 2x fewer tokens than one row per node). Records of a problem not
     in `problems` are an error."""
     by_id = {p.task_id: p for p in problems}
-    records = read_trajectories(trajectories)
+    records = in_problem_order(read_trajectories(trajectories), list(by_id))
     unknown = sorted({r.task_id for r in records} - set(by_id))
     if unknown:
         raise PipelineError(f"{trajectories} holds problems outside the {split!r} split: {', '.join(unknown[:5])}")
@@ -125,7 +129,7 @@ def prm_rows(trajectories: Path, problems: Sequence[Problem], mode: str, show_te
 def collect(config: PRMCollectConfig, generator: Any = None, progress: bool = True) -> dict[str, Any]:
     """Run the search (resumable) and write ``RUN/rows.jsonl``; returns counts of problems and rows."""
     ev = config.eval_config()
-    pin_config(config.run_dir, asdict(config), ignore=("run_dir", "limit"))
+    pin_config(config.run_dir, asdict(config), ignore=("run_dir", "limit", "ray"))
     log.info("PRM collect on %s/%s: MCTS rewarded by the dataset tests (labels of %s data)", config.dataset,
              config.split, "training" if config.split == "train" else "held-out")
     summary = run_eval(ev, generator=generator, progress=progress)

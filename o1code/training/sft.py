@@ -55,7 +55,7 @@ from typing import Any, Iterable, Mapping, Sequence
 from o1code.data import Problem, load_dataset
 from o1code.data.formats import MODES, SHOW_TESTS, STEP_END, build_prompt, build_prompt_prefix, format_steps
 from o1code.data.prompts import PROMPT_STYLES
-from o1code.data.trajectories import TrajectoryRecord, read_trajectories
+from o1code.data.trajectories import TrajectoryRecord, in_problem_order, read_trajectories
 from o1code.models import chat_template_of
 from o1code.runs import load_config, pin_config, write_atomic, write_jsonl
 from o1code.training.common import (last_checkpoint, load_for_training, loss_span, peft_config, save_adapter,
@@ -315,7 +315,7 @@ def _resolve(cfg: PolicySFTConfig, problems: Sequence[Problem] | None
             raise TrainingError(f"{path} was collected on the {settings.split!r} split ({settings.source}): policy "
                                 "SFT learns from train-split collections only")
         found.append(settings)
-        records.extend(read_trajectories(path))
+        records.extend(in_problem_order(read_trajectories(path)))
     if not records:
         raise TrainingError(f"no trajectory records in {', '.join(cfg.trajectories)}")
     record_modes = {r.mode for r in records if r.mode}

@@ -10,6 +10,7 @@ from typing import Any
 
 from o1code.data.formats import MODES, SHOW_TESTS
 from o1code.data.prompts import PROMPT_STYLES
+from o1code.models import parse_spec
 from o1code.pipeline.errors import PipelineError
 from o1code.pipeline.evaluate import EvalConfig
 from o1code.pipeline.ppo import PPORunConfig
@@ -28,20 +29,20 @@ OWNED: dict[str, frozenset[str]] = {
     "tcg_train": frozenset({"out_dir", "split", "limit", "seed", "show_example"}),
     "tcg_eval": frozenset({"model", "split", "limit", "run_dir", "problems_jsonl"}),
     "collect": frozenset({"model", "dataset", "split", "limit", "seed", "run_dir", "mode", "show_tests", "prompt_style",
-                          "max_steps", "max_step_tokens", "rollouts", "children", "prm", "value_weight"}),
+                          "max_steps", "max_step_tokens", "rollouts", "children", "prm", "value_weight", "ray"}),
     "sft": frozenset({"trajectories", "run_dir", "model", "dataset", "mode", "show_tests", "prompt_style", "seed",
                       "device"}),
     "prm": frozenset({"data", "run_dir", "seed", "device"}),
     "rl": frozenset({"model", "run_dir", "seed", "device", "dataset", "train_limit", "train_tasks", "mode",
-                     "max_steps", "show_tests", "prompt_style", "tests", "prm"}),
+                     "max_steps", "show_tests", "prompt_style", "tests", "prm", "ray", "rollout_workers"}),
     "eval": frozenset({"agent", "mode", "model", "dataset", "split", "limit", "tasks", "seed", "run_dir",
                        "max_steps", "tests", "show_tests", "prompt_style", "max_step_tokens", "prm", "value_weight",
                        "ray"}),
 }
 EVAL_AGENTS = ("greedy", "sample", "mcts")
 #: Settings a resumed run may change: where it is written, how many iterations, and the hardware
-#: choices (device, precision), which each stage's manifest records as it ran.
-UNPINNED = ("run_dir", "iterations", "device", "dtype")
+#: choices (device, precision, Ray), which each stage's manifest records as it ran.
+UNPINNED = ("run_dir", "iterations", "device", "dtype", "ray", "rollout_workers")
 
 
 @dataclass
@@ -80,6 +81,13 @@ class SelfPlayConfig:
         dtype: Backbone precision of the transformers stages (SFT, PRM, RL) unless their table sets one:
             float32 or bfloat16 (None: each stage's default). bfloat16 halves training time on CPUs with
             AVX512-BF16 (bench/bench_precision.py); adapters and the value head stay float32.
+        ray: Run the decoding stages on Ray worker actors: local (start Ray here), auto (join this machine's
+            cluster) or a cluster ADDRESS. The evaluations and the MCTS collections play their problems on
+            the workers (as ``o1code eval --ray``), and RL draws its rollouts on `rollout_workers`; this
+            process stays the only writer of the run directory, so a run started on Ray resumes locally and
+            the other way round (not pinned). The TCG and the training stages run here.
+        rollout_workers: RL's rollouts on this many Ray workers of llama.cpp (a policy on a GGUF base, as the
+            default model's; needs ``ray``); None: RL samples in this process.
     """
 
     run_dir: str = "runs/selfplay"
@@ -104,6 +112,8 @@ class SelfPlayConfig:
     eval_agents: list[str] = field(default_factory=lambda: ["greedy", "mcts"])
     device: str | None = None
     dtype: str | None = None
+    ray: str | None = None
+    rollout_workers: int | None = None
     # -- the stage tables (TOML only)
     tcg_train: dict[str, Any] = field(default_factory=dict)
     tcg_eval: dict[str, Any] = field(default_factory=dict)
@@ -128,6 +138,11 @@ class SelfPlayConfig:
             raise PipelineError("eval_split must be held out (validation or test), not the train split")
         if self.iterations < 0 or self.train_limit < 1 or self.eval_limit < 1:
             raise PipelineError("iterations must be >= 0, train_limit and eval_limit >= 1")
+        if self.rollout_workers is not None and (self.rollout_workers < 1 or not self.ray):
+            raise PipelineError("rollout_workers counts Ray workers: give ray (local, auto or an address) and >= 1")
+        if self.rollout_workers and parse_spec(self.model, bare=True).kind not in ("default", "gguf", "llamacpp"):
+            raise PipelineError(f"rollout_workers run llama.cpp, which needs a GGUF starting model (default, gguf:PATH), "
+                                f"not {self.model!r}; leave rollout_workers unset and RL samples in this process")
         bad = [a for a in self.eval_agents if a not in EVAL_AGENTS]
         if bad or not self.eval_agents:
             raise PipelineError(f"eval_agents: choose from {', '.join(EVAL_AGENTS)} (got {self.eval_agents!r})")

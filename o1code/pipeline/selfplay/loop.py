@@ -34,12 +34,18 @@ for each agent, the PRM's held-out AUC, RL's train reward vs the hidden-test pas
 episodes, the TCG figures, wall time per stage), ``RUN/report.png`` and one TensorBoard run in
 ``RUN/tb`` (per-iteration scalars; each stage keeps its own logs as well).
 
+With ``ray`` the decoding stages run on Ray workers (evaluations and collections as ``o1code eval --ray``,
+RL's rollouts on ``rollout_workers`` llama.cpp workers) while this process trains and stays the only
+writer of the run directory; what learns from a search's files reads them in problem order, so a run
+gives the same data on Ray as locally, and resumes either way.
+
 Honesty: every held-out figure is measured on ``eval_split`` (never train) with the judging tests
 hidden (search and selection see only the visible tests); the dataset tests label only train problems.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import gc
 import logging
@@ -103,7 +109,20 @@ def run_selfplay(config: SelfPlayConfig, *, progress: bool = True, from_stage: s
     if from_stage:
         redo_from(config, from_stage)
     stages = plan(config)
-    ctx = _Context(config, run, {}, generators, progress)
+    with _ray(config.ray):
+        return _run_stages(config, run, stages, _Context(config, run, {}, generators, progress))
+
+
+def _ray(address: str | None) -> Any:
+    """One Ray connection for every stage of a ``ray`` run (each stage's own connect finds it); else nothing."""
+    if not address:
+        return contextlib.nullcontext()
+    from o1code.distributed import connected
+
+    return connected(address)
+
+
+def _run_stages(config: SelfPlayConfig, run: Path, stages: list, ctx: _Context) -> SelfPlayResult:
     t0 = time.perf_counter()
     ran: list[float] = []
     for n, stage in enumerate(stages, 1):

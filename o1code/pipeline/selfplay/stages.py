@@ -101,7 +101,7 @@ def _eval_stage(ctx: _Context, stage: Stage, policy: str, prm: Path | None) -> t
                            "max_step_tokens": c.max_step_tokens,
                            "rollouts": c.rollouts, "children": c.children,
                            "prm": str(prm) if guided else None, "value_weight": c.prm_value_weight if guided else None,
-                           **c.table("eval")})
+                           "ray": c.ray, **c.table("eval")})
         summary = run_eval(ev, generator=ctx.generator(f"{stage.key}/{agent}", policy), progress=ctx.progress)
         figures[f"{agent}_pass_at_1"] = summary["pass_at_1"]
         figures[f"{agent}_reward_pass_rate"] = summary["reward_pass_rate"]
@@ -125,7 +125,8 @@ def _collect_stage(ctx: _Context, stage: Stage) -> tuple[Any, dict, dict, dict]:
                               "show_tests": c.show_tests, "prompt_style": c.prompt_style, "max_steps": c.max_steps,
                               "max_step_tokens": c.max_step_tokens, "rollouts": c.rollouts, "children": c.children,
                               "prm": str(prm) if guided else None,
-                              "value_weight": c.prm_value_weight if guided else None, **c.table("collect")})
+                              "value_weight": c.prm_value_weight if guided else None, "ray": c.ray,
+                              **c.table("collect")})
     counts = collect(cfg, generator=ctx.generator(stage.key, policy), progress=ctx.progress)
     search = stage.dir(ctx.run) / "search"
     (summary,) = json.loads((search / "summary.json").read_text())
@@ -189,7 +190,8 @@ def _rl_stage(ctx: _Context, stage: Stage) -> tuple[Any, dict, dict, dict]:
                           "model": policy, "run_dir": str(stage.dir(ctx.run)), "seed": c.seed + i,
                           "device": c.device, "dataset": c.dataset, "train_limit": c.train_limit, "mode": c.mode,
                           "max_steps": c.max_steps, "show_tests": c.show_tests, "prompt_style": c.prompt_style,
-                          "tests": tests,
+                          "tests": tests, "ray": c.ray if c.rollout_workers else None,
+                          "rollout_workers": c.rollout_workers,
                           "prm": str(prm) if c.prm_reward and prm is not None else None})
     res = run_ppo(cfg, progress=ctx.progress)
 
