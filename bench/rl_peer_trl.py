@@ -5,8 +5,9 @@ runs it beside ours).
     .venv/bin/python bench/rl_peer_trl.py [--model default] [--updates 2] [--problems 4] [--mode direct]
 
 How an o1code GRPO update maps onto TRL's settings (both LoRA r16/alpha32 on every linear layer but the head,
-the reference being the adapters disabled; the prompt is the env's (`O1CodeTask`: raw few-shot text,
-``chat_template=False``, as ``o1code ppo`` uses it); the reward is the env's, through `O1CodeTask`):
+the reference being the adapters disabled; the prompt is the env's (`O1CodeTask` with the run's
+``prompt_style``, ``chat_template=False``, as ``o1code ppo`` uses it); the reward is the env's, through
+`O1CodeTask`; the backbone in the run's ``dtype``, the adapters float32 in both):
 
 - ``episodes_per_update`` completions, ``group_size`` per problem -> ``num_generations = group_size`` and a
   generation batch of ``episodes_per_update`` (``steps_per_generation = episodes / micro_batch``);
@@ -59,7 +60,8 @@ STOP = {"direct": [STEP_END], "trace": ["\n---", "### Question"]}
 @dataclass
 class TRLRun:
     """What `run_trl_grpo` measured: one dict per update with `o1code.agents.ppo.train`'s keys (``update``,
-    ``seconds_per_update``, ``seconds/sample|score|env|train``, ``tokens_per_s``, ``reward``,
+    ``seconds_per_update``, ``seconds/sample|score|env|train``, ``tokens_per_s``, ``tokens_sampled``, ``episodes``,
+    ``reward``,
     ``reward_test_pass``, ``hidden_test_pass``), the model's load time and the optimizer steps per update."""
 
     history: list[dict[str, float]] = field(default_factory=list)
@@ -75,7 +77,8 @@ class TRLRun:
         n = max(c.get("episodes", 0.0), 1.0)
         row = {"update": len(self.history) + 1, "seconds_per_update": seconds, "seconds/sample": sample,
                "seconds/score": score, "seconds/env": env, "seconds/train": seconds - c.get("prepare", 0.0),
-               "tokens_per_s": c.get("tokens", 0.0) / seconds, "reward": c.get("reward", 0.0) / n,
+               "tokens_per_s": c.get("tokens", 0.0) / seconds, "tokens_sampled": c.get("tokens", 0.0),
+               "episodes": int(c.get("episodes", 0)), "reward": c.get("reward", 0.0) / n,
                "reward_test_pass": c.get("reward_pass", 0.0) / n, "hidden_test_pass": c.get("hidden_pass", 0.0) / n}
         self.history.append(row)
         return row
@@ -118,6 +121,7 @@ def run_trl_grpo(model_spec: str, problems: Sequence[Problem], *, group_size: in
                  minibatch_size: int = 8, micro_batch: int = 4, temperature: float = 1.0, top_p: float = 1.0,
                  max_grad_norm: float = 1.0, lora_r: int = 16, lora_alpha: int = 32, chat_template: bool = False,
                  gradient_checkpointing: bool = False, seed: int = 0, workers: int = 2,
+                 prompt_style: str | None = None, dtype: str | None = None,
                  output_dir: str | None = None) -> TRLRun:
     """Train `updates` GRPO updates with TRL on `problems` (in this order, ``episodes_per_update / group_size``
     per update, cycled) and time them; the settings have `o1code.pipeline.ppo.PPORunConfig`'s names and
@@ -134,13 +138,14 @@ def run_trl_grpo(model_spec: str, problems: Sequence[Problem], *, group_size: in
                          "minibatch_size a multiple of micro_batch")
     run = TRLRun(steps_per_update=update_epochs * max(1, episodes_per_update // minibatch_size))
     t = time.perf_counter()
-    model, tokenizer = load_causal_lm(model_spec)
+    model, tokenizer = load_causal_lm(model_spec, dtype=dtype)  # LoRA adapters stay float32 (peft), as ours
     run.load_seconds = time.perf_counter() - t
     model.generate = _tick(run.clock, "sample", functools.partial(model.generate, tokenizer=tokenizer))
     per_update = episodes_per_update // group_size
     order = [problems[i % len(problems)] for i in range(updates * per_update)]
     with O1CodeTask(problems=list({p.task_id: p for p in order}.values()), mode=mode, max_steps=max_steps,
-                    show_tests=show_tests, tests=tests, reward=reward, chat=chat_template, workers=workers) as task:
+                    show_tests=show_tests, tests=tests, reward=reward, chat=chat_template, workers=workers,
+                    prompt_style=prompt_style or "fewshot") as task:
         rows = {r["task_id"]: r for r in task.dataset()}
         data = Dataset.from_list([rows[p.task_id] for p in order])  # one row per group, in the run's order
 
@@ -187,7 +192,8 @@ def run_like_ppo(config: Any) -> TRLRun:
     names = ("group_size", "episodes_per_update", "updates", "mode", "max_steps", "show_tests", "tests", "reward",
              "max_step_tokens", "learning_rate", "kl_coef", "clip", "clip_high", "ratio", "update_epochs",
              "minibatch_size", "micro_batch",
-             "temperature", "top_p", "max_grad_norm", "lora_r", "lora_alpha", "chat_template", "seed")
+             "temperature", "top_p", "max_grad_norm", "lora_r", "lora_alpha", "chat_template", "seed",
+             "prompt_style", "dtype")
     return run_trl_grpo(config.model, problems, **{n: getattr(config, n) for n in names})
 
 
