@@ -12,7 +12,8 @@ from typing import Any, Callable
 
 from o1code.pipeline.errors import PipelineError
 from o1code.pipeline.evaluate import EvalConfig, run_eval
-from o1code.pipeline.ppo import PPORunConfig, _mean
+from o1code.pipeline.ppo import PPORunConfig
+from o1code.pipeline.ppo_report import mean_of
 from o1code.pipeline.prm import PRMCollectConfig
 from o1code.pipeline.selfplay.config import SelfPlayConfig, Stage
 from o1code.pipeline.tcg import TCGEvalConfig
@@ -196,7 +197,7 @@ def _rl_stage(ctx: _Context, stage: Stage) -> tuple[Any, dict, dict, dict]:
     res = run_ppo(cfg, progress=ctx.progress)
 
     def mean(key: str) -> float | None:  # over the last 3 updates, as the PPO summary's last column
-        value = _mean(res.history[-3:], key)
+        value = mean_of(res.history[-3:], key)
         return None if math.isnan(value) else value
 
     figures = {"updates": len(res.history), "train_reward": mean("reward"), "reward_test_pass": mean("reward_test_pass"),
