@@ -168,7 +168,7 @@ def test_selfplay_settings_are_checked_in_one_line(tmp_path, capsys):
     assert main(["selfplay", "--rollout-workers", "2", "--run-dir", str(tmp_path / "z")]) == 2
     assert "give ray" in capsys.readouterr().err
     assert main(["selfplay", "--ray", "local", "--rollout-workers", "2", "--model", "hf:org/model"]) == 2
-    assert "needs a GGUF starting model" in capsys.readouterr().err
+    assert "needs a starting model that plays on it" in capsys.readouterr().err
     path.write_text('[rl]\nray = "local"\n')
     assert main(["selfplay", "--config", str(path)]) == 2
     assert "[rl]: ray is set by self-play" in capsys.readouterr().err

@@ -86,8 +86,10 @@ class SelfPlayConfig:
             the workers (as ``o1code eval --ray``), and RL draws its rollouts on `rollout_workers`; this
             process stays the only writer of the run directory, so a run started on Ray resumes locally and
             the other way round (not pinned). The TCG and the training stages run here.
-        rollout_workers: RL's rollouts on this many Ray workers of llama.cpp (a policy on a GGUF base, as the
-            default model's; needs ``ray``); None: RL samples in this process.
+        rollout_workers: RL's rollouts on this many Ray workers of llama.cpp (needs ``ray`` and a starting model
+            on llama.cpp: ``default``, ``llamacpp:PATH``). Each RL stage then trains a fresh LoRA on the GGUF
+            export of the policy before it (what the workers run; trained tensors in Q8_0) instead of its
+            float weights. None: RL samples in this process.
     """
 
     run_dir: str = "runs/selfplay"
@@ -140,9 +142,9 @@ class SelfPlayConfig:
             raise PipelineError("iterations must be >= 0, train_limit and eval_limit >= 1")
         if self.rollout_workers is not None and (self.rollout_workers < 1 or not self.ray):
             raise PipelineError("rollout_workers counts Ray workers: give ray (local, auto or an address) and >= 1")
-        if self.rollout_workers and parse_spec(self.model, bare=True).kind not in ("default", "gguf", "llamacpp"):
-            raise PipelineError(f"rollout_workers run llama.cpp, which needs a GGUF starting model (default, gguf:PATH), "
-                                f"not {self.model!r}; leave rollout_workers unset and RL samples in this process")
+        if self.rollout_workers and parse_spec(self.model, bare=True).kind not in ("default", "llamacpp"):
+            raise PipelineError(f"rollout_workers run llama.cpp, which needs a starting model that plays on it (default, "
+                                f"llamacpp:PATH), not {self.model!r}; leave rollout_workers unset and RL samples here")
         bad = [a for a in self.eval_agents if a not in EVAL_AGENTS]
         if bad or not self.eval_agents:
             raise PipelineError(f"eval_agents: choose from {', '.join(EVAL_AGENTS)} (got {self.eval_agents!r})")

@@ -54,9 +54,19 @@ class _Context:
         outputs = self.manifests["0/sft" if iteration == 0 else f"{iteration}/rl"]["outputs"]
         return f"llamacpp:{outputs['gguf']['path']}" if "gguf" in outputs else self.policy(iteration)
 
+    def gguf_base(self, iteration: int) -> str:
+        """The policy after `iteration` as the GGUF base of an RL stage on llama.cpp rollout workers
+        (``gguf:PATH``: the export its stage wrote, which the workers run); `PipelineError` when none was."""
+        player = self.player(iteration)
+        if not player.startswith("llamacpp:"):
+            raise PipelineError(f"rollout_workers: RL trains on the GGUF its llama.cpp workers run, and the policy "
+                                f"of iteration {iteration} has no GGUF export (see the log of its stage); rerun "
+                                "without rollout_workers (RL samples in this process)")
+        return "gguf:" + player.split(":", 1)[1]
+
     def own_model(self, spec: str) -> dict[str, Path]:
         """``{"policy": path}`` when `spec` is a model this run trained (an input worth hashing), else {}."""
-        path = Path(spec.split(":", 1)[1] if spec.startswith(("hf:", "llamacpp:")) else spec)
+        path = Path(spec.split(":", 1)[1] if spec.startswith(("hf:", "llamacpp:", "gguf:")) else spec)
         return {"policy": path} if path.exists() and self.run.resolve() in path.resolve().parents else {}
 
     def prm(self, iteration: int) -> Path | None:
@@ -185,7 +195,10 @@ def _rl_stage(ctx: _Context, stage: Stage) -> tuple[Any, dict, dict, dict]:
     from o1code.pipeline.ppo import run_ppo
 
     c, i = ctx.config, stage.iteration
-    policy, prm = ctx.policy(i - 1), ctx.prm(i)
+    # On llama.cpp rollout workers, RL trains a fresh LoRA on the previous policy's GGUF export (what the
+    # workers run, trained tensors in Q8_0); in this process, on its float weights.
+    policy = ctx.gguf_base(i - 1) if c.rollout_workers else ctx.policy(i - 1)
+    prm = ctx.prm(i)
     tests = f"tcg:{ctx.tcg_spec()}" if c.tests == "tcg" else c.tests
     cfg = PPORunConfig(**{"eval_limit": 0, "max_step_tokens": c.max_step_tokens, "dtype": c.dtype, **c.table("rl"),
                           "model": policy, "run_dir": str(stage.dir(ctx.run)), "seed": c.seed + i,
