@@ -36,7 +36,8 @@ PARTS = (("sample", "decode"), ("score", "logp recompute"), ("train", "fwd+bwd+o
 
 
 def child(engine: str, updates: int, run_dir: str, kl_coef: float, prompt_style: str | None, dtype: str | None,
-          micro_batch: int, ray_workers: int | None = None, prompts_per_call: int | None = None) -> None:
+          micro_batch: int, ray_workers: int | None = None, prompts_per_call: int | None = None,
+          dynamic_sampling: bool = True) -> None:
     from o1code.pipeline.ppo import PPORunConfig, run_ppo
 
     cfg = PPORunConfig(model="default", algo="grpo", mode="pseudocode", max_steps=4, episodes_per_update=8,
@@ -44,7 +45,7 @@ def child(engine: str, updates: int, run_dir: str, kl_coef: float, prompt_style:
                        run_dir=run_dir, save_every=1000, kl_coef=kl_coef, device="cpu", train_limit=24, prm=None,
                        prompt_style=prompt_style, dtype=dtype, micro_batch=micro_batch,
                        ray="local" if ray_workers else None, rollout_workers=ray_workers,
-                       prompts_per_call=prompts_per_call)
+                       prompts_per_call=prompts_per_call, dynamic_sampling=dynamic_sampling)
     t0 = time.perf_counter()
     if engine == "trl":  # the peer: TRL's GRPOTrainer on this same config (bench/rl_peer_trl.py)
         from rl_peer_trl import run_like_ppo
@@ -78,15 +79,19 @@ def main() -> None:
     ap.add_argument("--prompts-per-call", type=int, default=None,
                     help="prompts per engine call (default: one call per round); with --ray, 2-4 spreads a round "
                          "over the workers")
+    ap.add_argument("--no-dynamic-sampling", dest="dynamic_sampling", action="store_false",
+                    help="train on every group, as TRL does (default: grpo redraws groups whose rewards are all equal, "
+                         "so an update may draw up to 4 x the episodes it trains on)")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
         child(args.child, args.updates, tempfile.mkdtemp(prefix="bench-rl-"), args.kl_coef, args.prompt_style,
-              args.dtype, args.micro_batch, args.ray, args.prompts_per_call)
+              args.dtype, args.micro_batch, args.ray, args.prompts_per_call, args.dynamic_sampling)
         return
     print(f"# bench_rl: default model, pseudocode, <=4 steps, 8 episodes in groups of 4, PRM off, kl_coef "
           f"{args.kl_coef}, prompt style {args.prompt_style or 'default'}, trainer {args.dtype or 'float32'} in "
           f"micro-batches of {args.micro_batch}, {args.updates} update(s) per engine"
+          f"{'' if args.dynamic_sampling else ', no dynamic sampling'}"
           f"{f', llama.cpp on {args.ray} Ray workers' if args.ray else ''}; "
           f"{os.cpu_count()} CPUs, load average "
           f"{os.getloadavg()[0]:.1f} at start", flush=True)
@@ -99,6 +104,7 @@ def main() -> None:
                              + (["--dtype", args.dtype] if args.dtype else [])
                              + (["--ray", str(args.ray)] if args.ray else [])
                              + (["--prompts-per-call", str(args.prompts_per_call)] if args.prompts_per_call else [])
+                             + ([] if args.dynamic_sampling else ["--no-dynamic-sampling"])
                              + (["--prompt-style", args.prompt_style] if args.prompt_style else []),
                              capture_output=True, text=True)
         line = next((x for x in out.stdout.splitlines() if x.startswith("RESULT ")), None)
