@@ -170,18 +170,23 @@ class GeneratorEngine:
         if not hasattr(policy.model, "peft_config"):
             raise AgentError(f"the {self.name} engine samples LoRA adapters on a fixed base: train with lora=True, "
                              "or use engine='transformers'")
-        self.version += 1
-        path = self.workdir / f"adapter-{self.version}{'.gguf' if self.fmt == 'gguf' else ''}"
+        version = self.version + 1
+        path = self.workdir / f"adapter-{version}{'.gguf' if self.fmt == 'gguf' else ''}"
         if self.fmt == "gguf":
             from o1code.models.lora_gguf import write_lora_gguf
 
             write_lora_gguf(policy, self.base, path)
         else:
             policy.model.save_pretrained(path)
+        self.use_adapter(path, version)
+
+    def use_adapter(self, path: Path, version: int) -> None:
+        """Sample with the adapter at `path` (written by `sync`, or by a Ray worker from the learner's bytes)
+        as adapter `version`; the previous adapter's file is removed."""
         self.generator.set_adapter(str(path))
         if self.current is not None:
             shutil.rmtree(self.current, ignore_errors=True) if self.current.is_dir() else self.current.unlink(True)
-        self.current = path
+        self.current, self.version = path, version
 
     def sample(self, prompts: Sequence[str], n: int, seed: int, max_tokens: int, temperature: float = 1.0,
                top_p: float = 1.0) -> list[list[Sample]]:

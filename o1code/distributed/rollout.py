@@ -56,10 +56,7 @@ class _RolloutWorker:
     def set_adapter(self, data: bytes, version: int) -> int:
         path = self.engine.workdir / f"adapter-{version}.gguf"
         path.write_bytes(data)
-        self.engine.generator.set_adapter(str(path))
-        if self.engine.current is not None:
-            self.engine.current.unlink(missing_ok=True)
-        self.engine.current, self.engine.version = path, version
+        self.engine.use_adapter(path, version)
         return version
 
     def sample(self, prompts: list[str], *args: Any) -> list[list[Sample]]:

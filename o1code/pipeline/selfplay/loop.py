@@ -55,6 +55,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from o1code.distributed import connected
 from o1code.errors import RunDirError
 from o1code.pipeline.errors import PipelineError
 from o1code.pipeline.selfplay.config import UNPINNED, SelfPlayConfig, find_stage, plan
@@ -109,20 +110,13 @@ def run_selfplay(config: SelfPlayConfig, *, progress: bool = True, from_stage: s
     if from_stage:
         redo_from(config, from_stage)
     stages = plan(config)
-    with _ray(config.ray):
-        return _run_stages(config, run, stages, _Context(config, run, {}, generators, progress))
+    ctx = _Context(config, run, {}, generators, progress)
+    with connected(config.ray) if config.ray else contextlib.nullcontext():  # one Ray connection for every stage
+        return _run_stages(run, stages, ctx)
 
 
-def _ray(address: str | None) -> Any:
-    """One Ray connection for every stage of a ``ray`` run (each stage's own connect finds it); else nothing."""
-    if not address:
-        return contextlib.nullcontext()
-    from o1code.distributed import connected
-
-    return connected(address)
-
-
-def _run_stages(config: SelfPlayConfig, run: Path, stages: list, ctx: _Context) -> SelfPlayResult:
+def _run_stages(run: Path, stages: list, ctx: _Context) -> SelfPlayResult:
+    config = ctx.config
     t0 = time.perf_counter()
     ran: list[float] = []
     for n, stage in enumerate(stages, 1):
