@@ -10,6 +10,7 @@ import pytest
 
 from o1code.cli import main
 from o1code.data import load_mbpp
+from o1code.data.trajectories import read_trajectories
 from o1code.models import Completion
 from o1code.pipeline import EvalConfig, run_eval
 from o1code.pipeline.compare import compare_runs
@@ -192,6 +193,15 @@ def test_eval_samples_reports_pass_at_k_and_resumes(tmp_path):
     rows = [json.loads(line) for line in (tmp_path / "results.jsonl").read_text().splitlines()]
     assert all(len(r["sample_passed"]) == 4 and len(r["sample_verdicts"]) == 4 for r in rows)
     assert not any(any(r["sample_passed"]) for r in rows[2:])  # the wrong tasks never pass
+    # each sample's path is kept and reads as a trajectory (a rejection-sampling harvest in one run)
+    records = read_trajectories(tmp_path / "results.jsonl")
+    assert len(records) == 4 * (1 + 4)
+    for i, r in enumerate(rows):
+        own = records[5 * i: 5 * i + 5]
+        assert {x.task_id for x in own} == {r["task_id"]}
+        assert [x.eval_passed for x in own[1:]] == r["sample_passed"]
+        assert [x.code for x in own[1:]] == [e["code"] for e in r["sample_episodes"]]
+        assert all(x.steps for x in own)
     per_problem = {k: [pass_at_k(4, sum(r["sample_passed"]), k) for r in rows] for k in (1, 2, 4)}
     assert set(summary["pass_at_k"]) == {"1", "2"} and summary["samples_per_problem"] == 4
     for k in ("1", "2"):

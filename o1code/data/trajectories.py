@@ -211,7 +211,8 @@ class TrajectoryRecord:
 
 
 def read_trajectories(path: str | os.PathLike) -> list[TrajectoryRecord]:
-    """The records of a ``trajectories.jsonl`` file in either format ([] when it does not exist).
+    """The records of a ``trajectories.jsonl`` file in either format ([] when it does not exist); an
+    ``o1code eval`` results row gives its played path, then each of its ``--samples`` paths.
 
     A torn last line (an interrupted append) is dropped, as `o1code.runs.read_jsonl` does.
 
@@ -221,8 +222,13 @@ def read_trajectories(path: str | os.PathLike) -> list[TrajectoryRecord]:
     records = []
     for number, d in enumerate(read_jsonl(path), 1):
         try:
-            # an eval result row has a trace (and "steps" is its step count), a trajectory none
-            records.append(record_of_result(d) if "trace" in d else TrajectoryRecord.from_dict(d))
+            # an eval result row has a trace (and "steps" is its step count), a trajectory none;
+            # a ``--samples N`` row also holds its N sampled paths
+            if "trace" not in d:
+                records.append(TrajectoryRecord.from_dict(d))
+                continue
+            records.append(record_of_result(d))
+            records.extend(record_of_result({"task_id": d.get("task_id"), **ep}) for ep in d.get("sample_episodes", ()))
         except DataError as exc:
             raise DataError(f"{path}: record {number}: {exc}") from None
     return records

@@ -344,8 +344,10 @@ def tests_digest(problem: Problem) -> str:
 def _sample(env: CodeEnv, generator: Generator, config: EvalConfig, problem: Problem) -> dict[str, Any]:
     """``--samples N``: N episodes sampled at the run's temperature, each judged on every judging test.
     Sample i's seed comes from (seed, i) and, per step, from the task id (`LLMAgent`), so a resumed run
-    draws the same samples."""
-    passed, verdicts, tokens, seconds = [], [], 0, 0.0
+    draws the same samples. Each sample's path (``sample_episodes``: trace, code, reward-test and
+    judging verdicts) is kept, so a rejection-sampling harvest is one ``--samples N`` run that
+    `read_trajectories` (and so ``o1code sft``) reads as N paths per problem."""
+    passed, verdicts, episodes, tokens, seconds = [], [], [], 0, 0.0
     for i in range(config.samples or 0):
         agent = LLMAgent(generator, LLMConfig(
             temperature=config.temperature, top_p=config.top_p, top_k=config.top_k,
@@ -353,9 +355,11 @@ def _sample(env: CodeEnv, generator: Generator, config: EvalConfig, problem: Pro
         row = _play(env, agent, problem)
         passed.append(row["passed"])
         verdicts.append(row["verdict"])
+        episodes.append({k: row[k] for k in ("passed", "verdict", "reward", "reward_passed", "code", "trace")})
         tokens += row["tokens"]
         seconds += row["seconds"]
-    return {"sample_passed": passed, "sample_verdicts": verdicts, "sample_tokens": tokens, "sample_seconds": seconds}
+    return {"sample_passed": passed, "sample_verdicts": verdicts, "sample_episodes": episodes,
+            "sample_tokens": tokens, "sample_seconds": seconds}
 
 
 def run_eval(
