@@ -137,3 +137,42 @@ def test_prm_cli_refuses_bad_input_in_one_line(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 3 and all(line.startswith("o1code: error:") for line in err)
     assert "train split" in err[0] and "prm.json" in err[1] and "objective" in err[2]
+
+
+def test_answer_pairs_rank_a_right_answer_over_one_that_passes_only_the_visible_test(tmp_path):
+    """`prm collect --answers`: from an RFT harvest (eval rows on train, visible reward tests), each
+    (passes every test, passes only the visible test) pair of answers to one problem is a pair row;
+    a run of another mode, or a collection on another split, is refused."""
+    import json
+
+    from o1code.pipeline.prm import answer_pair_rows
+    from o1code.runs import write_jsonl
+
+    a, b = load_dataset("mbpp", "train")[:2]
+    cheat = f"def {a.entry_point}(*args):\n    return {a.tests[0].split('==')[-1].strip()}"
+
+    def episode(code, reward_passed, passed):
+        return {"passed": passed, "verdict": "passed" if passed else "failed", "reward": float(reward_passed),
+                "reward_passed": reward_passed, "code": code, "trace": [f" Write the Python code\n```python\n{code}\n```"]}
+
+    rows = [{"task_id": a.task_id, **episode(cheat, True, False),  # a --samples row: its samples are answers too
+             "sample_episodes": [episode(a.reference, True, True), episode("def f(): pass", False, False)]},
+            {"task_id": a.task_id, **episode(a.reference, True, True)},  # the same right answer again: one path
+            {"task_id": b.task_id, **episode(b.reference, True, True)}]  # b has no visible-only answer: no pair
+    run = tmp_path / "harvest"
+    run.mkdir()
+    write_jsonl(run / "results.jsonl", rows)
+    settings = {"dataset": "mbpp", "split": "train", "tests": "visible", "mode": "direct", "show_tests": "first"}
+    (run / "config.json").write_text(json.dumps(settings))
+    cfg = PRMCollectConfig(mode="direct", answers=[str(run / "results.jsonl")], run_dir=str(tmp_path / "c"))
+    (pair,) = answer_pair_rows(cfg)
+    assert pair["task_id"] == a.task_id and pair["prefix"] == [] and pair["split"] == "train"
+    assert a.reference in pair["win"] and cheat in pair["lose"] and a.text in pair["question"]
+    with pytest.raises(PipelineError, match="mode"):
+        answer_pair_rows(PRMCollectConfig(mode="pseudocode", answers=cfg.answers))
+    with pytest.raises(PipelineError, match="train split"):
+        answer_pair_rows(PRMCollectConfig(mode="direct", split="validation", answers=cfg.answers))
+    (run / "config.json").write_text(json.dumps({**settings, "split": "validation"}))
+    with pytest.raises(PipelineError, match="split"):  # held-out problems never become training rows
+        collect(PRMCollectConfig(mode="direct", answers=cfg.answers, run_dir=str(tmp_path / "c")),
+                generator=AlternatingPlans([]))

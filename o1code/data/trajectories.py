@@ -359,7 +359,33 @@ def pairwise_examples(records: Iterable[TrajectoryRecord], margin: float = 0.1) 
     return out
 
 
+def answer_pairs(records: Iterable[TrajectoryRecord]) -> list[PairwiseExample]:
+    """Pairs of two answers to one problem: one that passed every test of the problem (``eval_passed``)
+    against one that passed only the reward tests (``verdict == "passed"``, ``eval_passed`` false), the
+    distinction a selector needs beyond the visible test. Each pair is the first step where the two
+    paths part, after the steps they share (in direct mode: the two answers), valued 1 and 0. Distinct
+    paths, each pair once, in record order."""
+    right: dict[str, dict[tuple[str, ...], TrajectoryRecord]] = {}
+    visible_only: dict[str, dict[tuple[str, ...], TrajectoryRecord]] = {}
+    for rec in records:
+        if rec.code is None or not rec.steps:
+            continue
+        if rec.eval_passed:
+            right.setdefault(rec.task_id, {}).setdefault(rec.texts, rec)
+        elif rec.verdict == "passed" and rec.eval_passed is False:
+            visible_only.setdefault(rec.task_id, {}).setdefault(rec.texts, rec)
+    out = []
+    for task_id, wins in right.items():
+        for win, rec in wins.items():
+            for lose in visible_only.get(task_id, {}):
+                k = next((i for i, (a, b) in enumerate(zip(win, lose)) if a != b), None)
+                if k is not None:  # None: one path is the other's start, no step to rank
+                    out.append(PairwiseExample(task_id, win[:k], win[k], lose[k], 1.0, 0.0, rec.split,
+                                               rec.reward_tests))
+    return out
+
+
 __all__ = [
-    "PairwiseExample", "PointwiseExample", "SampleRecord", "StepRecord", "TrajectoryRecord", "pairwise_examples",
+    "PairwiseExample", "PointwiseExample", "SampleRecord", "StepRecord", "TrajectoryRecord", "answer_pairs", "pairwise_examples",
     "pointwise_examples", "read_trajectories", "record_of_result",
 ]

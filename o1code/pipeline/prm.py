@@ -35,14 +35,16 @@ from o1code.agents import LLMAgent, LLMConfig
 from o1code.agents.llm import problem_seed
 from o1code.data import Problem
 from o1code.data.prompts import PROMPT_STYLES
-from o1code.data.trajectories import in_problem_order, pairwise_examples, pointwise_examples, read_trajectories
+from o1code.data import load_dataset
+from o1code.data.trajectories import (answer_pairs, in_problem_order, pairwise_examples, pointwise_examples,
+                                      read_trajectories)
 from o1code.envs import CodeEnv, EvalInfo
 from o1code.models import chat_template_of
 from o1code.pipeline.errors import PipelineError
 from o1code.pipeline.evaluate import EvalConfig, load_step_generator, run_eval, select_problems
 from o1code.pipeline.stats import paired_bootstrap_ci
 from o1code.rewards.process import default_question
-from o1code.runs import append_jsonl, digest, pin_config, read_jsonl, write_atomic, write_jsonl
+from o1code.runs import append_jsonl, digest, load_config, pin_config, read_jsonl, write_atomic, write_jsonl
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +81,11 @@ class PRMCollectConfig:
     ray: str | None = field(default=None, metadata={"help": "search the problems on Ray worker actors (as `o1code "
                                                     "eval --ray`): local, auto or a cluster ADDRESS; not pinned",
                                                     "metavar": "ADDRESS"})
+    answers: list[str] | None = field(default=None, metadata={
+        "help": "results.jsonl files of `o1code eval` runs on train problems with the visible reward tests (an "
+                "RFT harvest): each (passes every test, passes only the visible test) pair of answers to one "
+                "problem adds a pair row; the runs' mode and shown tests must be this collection's",
+        "metavar": "FILE[,FILE]"})
 
     def eval_config(self) -> EvalConfig:
         if self.split not in ("train", "validation"):
@@ -126,21 +133,47 @@ def prm_rows(trajectories: Path, problems: Sequence[Problem], mode: str, show_te
     return rows
 
 
+def answer_pair_rows(config: PRMCollectConfig) -> list[dict]:
+    """The pair rows of ``config.answers`` (`answer_pairs`, over all the files together): eval runs on the
+    train split, rewarded by the visible tests, whose mode and shown tests are the collection's."""
+    if not config.answers:
+        return []
+    if config.split != "train":
+        raise PipelineError("--answers adds training rows: collect on the train split")
+    by_id = {p.task_id: p for p in load_dataset(config.dataset, "train")}
+    wanted = {"dataset": config.dataset, "split": "train", "tests": "visible", "mode": config.mode,
+              "show_tests": config.show_tests}
+    records = []
+    for path in config.answers:
+        run = load_config(Path(path).parent) or {}
+        wrong = {k: run.get(k) for k, v in wanted.items() if run.get(k) != v}
+        if not Path(path).is_file() or wrong:
+            raise PipelineError(f"--answers {path}: not the results.jsonl of an eval run with {wanted} "
+                                f"(it has {wrong or 'no such file'})")
+        records += read_trajectories(path)
+    return [{"kind": "pair", "task_id": ex.task_id, "split": "train", "source": "answers",
+             "question": default_question(by_id[ex.task_id], show_tests=config.show_tests),
+             "prefix": list(ex.prefix), "win": ex.chosen, "lose": ex.rejected}
+            for ex in answer_pairs(in_problem_order(records, list(by_id)))]
+
+
 def collect(config: PRMCollectConfig, generator: Any = None, progress: bool = True) -> dict[str, Any]:
     """Run the search (resumable) and write ``RUN/rows.jsonl``; returns counts of problems and rows."""
     ev = config.eval_config()
-    pin_config(config.run_dir, asdict(config), ignore=("run_dir", "limit", "ray"))
+    answer_rows = answer_pair_rows(config)  # bad --answers fail before the search starts
+    pin_config(config.run_dir, asdict(config), ignore=("run_dir", "limit", "ray", "answers"))
     log.info("PRM collect on %s/%s: MCTS rewarded by the dataset tests (labels of %s data)", config.dataset,
              config.split, "training" if config.split == "train" else "held-out")
     summary = run_eval(ev, generator=generator, progress=progress)
     problems = select_problems(ev)
     rows = prm_rows(Path(ev.run_dir) / "trajectories.jsonl", problems, config.mode, config.show_tests,
-                    config.split, config.margin, config.label)
+                    config.split, config.margin, config.label) + answer_rows
     out = Path(config.run_dir) / "rows.jsonl"
     write_jsonl(out, rows)
     counts = {"problems": summary["problems"], "rows": str(out),
               "point_rows": sum(r["kind"] == "point" for r in rows),
-              "pair_rows": sum(r["kind"] == "pair" for r in rows), "split": config.split}
+              "pair_rows": sum(r["kind"] == "pair" for r in rows), "answer_pair_rows": len(answer_rows),
+              "split": config.split}
     write_atomic(Path(config.run_dir) / "summary.json", json.dumps(counts, indent=2))
     return counts
 
