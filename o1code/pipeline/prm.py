@@ -42,6 +42,7 @@ from o1code.envs import CodeEnv, EvalInfo
 from o1code.models import chat_template_of
 from o1code.pipeline.errors import PipelineError
 from o1code.pipeline.evaluate import EvalConfig, load_step_generator, run_eval, select_problems
+from o1code.pipeline.prm_report import best_of_n_table, plot_best_of_n
 from o1code.pipeline.stats import paired_bootstrap_ci
 from o1code.rewards.process import default_question
 from o1code.runs import append_jsonl, digest, load_config, pin_config, read_jsonl, write_atomic, write_jsonl
@@ -427,51 +428,6 @@ def summarise_best_of_n(rows: Sequence[dict], config: BestOfNConfig,
             / max(1, sum(len(r["samples"]) for r in counted))}
 
 
-def best_of_n_table(summary: dict) -> str:
-    """Markdown: one row per selector, and the oracle ceiling."""
-    lines = [f"best-of-{summary['n']} on {summary['problems']} {summary['split']} problems "
-             f"(PRM score: {summary['aggregate']} step)", "", "| selector | Pass@1 |", "|---|---|"]
-    lines += [f"| {sel} | {100 * v:.1f} |" for sel, v in summary["pass_at_1"].items()]
-    lines += [f"| oracle pass@{summary['n']} (ceiling) | {100 * summary['oracle_pass_at_n']:.1f} |"]
-    for name, g in summary.get("gain", {}).items():
-        lines += ["", f"{name}: {100 * g['diff']:+.1f} points [{100 * g['ci'][0]:+.1f}, {100 * g['ci'][1]:+.1f}] "
-                      "(paired 95% CI over problems; random at its expectation)"]
-    rk = summary.get("ranking")
-    if rk:
-        def share(v: float | None) -> str:
-            return "-" if v is None else f"{100 * v:.1f}%"
-        lines += ["", f"within a problem: the PRM ranks a correct sample above a failing one in "
-                      f"{share(rk['pair_accuracy'])} of {rk['pairs']} pairs, above one passing only the visible "
-                      f"tests in {share(rk['visible_only_accuracy'])} of {rk['visible_only_pairs']} (chance: 50%)"]
-    held = summary.get("heldout")
-    if held:
-        auc = "-" if held.get("auc") is None else f"{held['auc']:.3f}"
-        pair = "-" if held.get("pair_accuracy") is None else f"{100 * held['pair_accuracy']:.1f}%"
-        lines += ["", f"held-out steps: AUC {auc}, accuracy {100 * held.get('accuracy', 0):.1f}% "
-                      f"({held.get('steps', 0)} steps); pair accuracy {pair} ({held.get('pairs', 0)} pairs)"]
-    return "\n".join(lines) + "\n"
-
-
-def plot_best_of_n(summary: dict, path: Path) -> None:
-    """A bar chart of Pass@1 per selector, with the oracle ceiling as a line; saved as PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    sels = list(summary["pass_at_1"])
-    fig, ax = plt.subplots(figsize=(5, 3.4))
-    ax.bar(sels, [100 * summary["pass_at_1"][s] for s in sels])
-    ax.axhline(100 * summary["oracle_pass_at_n"], color="gray", linestyle="--", label=f"oracle pass@{summary['n']}")
-    ax.set_ylabel("Pass@1 (hidden tests), %")
-    ax.set_ylim(0, 100)
-    ax.set_title(f"best-of-{summary['n']}, {summary['problems']} {summary['split']} problems", fontsize=9)
-    ax.legend(fontsize=7)
-    ax.tick_params(axis="x", labelsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-
-
-__all__ = ["AGGREGATES", "BestOfNConfig", "PRMCollectConfig", "SELECTORS", "best_of_n", "best_of_n_table", "plot_best_of_n",
-           "collect", "prm_rows", "ranking", "select", "summarise_best_of_n", "trajectory_score"]
+__all__ = ["AGGREGATES", "BestOfNConfig", "PRMCollectConfig", "SELECTORS", "answer_pair_rows", "best_of_n",
+           "best_of_n_table", "collect", "plot_best_of_n", "prm_rows", "ranking", "select", "summarise_best_of_n",
+           "trajectory_score"]
