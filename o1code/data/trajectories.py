@@ -365,15 +365,15 @@ def answer_pairs(records: Iterable[TrajectoryRecord]) -> list[PairwiseExample]:
     distinction a selector needs beyond the visible test. Each pair is the first step where the two
     paths part, after the steps they share (in direct mode: the two answers), valued 1 and 0. Distinct
     paths, each pair once, in record order."""
-    right: dict[str, dict[tuple[str, ...], TrajectoryRecord]] = {}
-    visible_only: dict[str, dict[tuple[str, ...], TrajectoryRecord]] = {}
+    right: dict[str, dict[tuple[str, ...], TrajectoryRecord]] = {}  # distinct paths, in record order
+    visible_only: dict[str, dict[tuple[str, ...], None]] = {}
     for rec in records:
         if rec.code is None or not rec.steps:
             continue
         if rec.eval_passed:
             right.setdefault(rec.task_id, {}).setdefault(rec.texts, rec)
         elif rec.verdict == "passed" and rec.eval_passed is False:
-            visible_only.setdefault(rec.task_id, {}).setdefault(rec.texts, rec)
+            visible_only.setdefault(rec.task_id, {})[rec.texts] = None
     out = []
     for task_id, wins in right.items():
         for win, rec in wins.items():

@@ -33,9 +33,8 @@ from typing import Any, Callable, Sequence
 
 from o1code.agents import LLMAgent, LLMConfig
 from o1code.agents.llm import problem_seed
-from o1code.data import Problem
+from o1code.data import Problem, load_dataset
 from o1code.data.prompts import PROMPT_STYLES
-from o1code.data import load_dataset
 from o1code.data.trajectories import (answer_pairs, in_problem_order, pairwise_examples, pointwise_examples,
                                       read_trajectories)
 from o1code.envs import CodeEnv, EvalInfo
@@ -45,7 +44,8 @@ from o1code.pipeline.evaluate import EvalConfig, load_step_generator, run_eval, 
 from o1code.pipeline.prm_report import best_of_n_table, plot_best_of_n
 from o1code.pipeline.stats import paired_bootstrap_ci
 from o1code.rewards.process import default_question
-from o1code.runs import append_jsonl, digest, load_config, pin_config, read_jsonl, write_atomic, write_jsonl
+from o1code.runs import append_jsonl, digest, pin_config, read_jsonl, write_atomic, write_jsonl
+from o1code.training.sft import collection_settings
 
 log = logging.getLogger(__name__)
 
@@ -146,8 +146,8 @@ def answer_pair_rows(config: PRMCollectConfig) -> list[dict]:
               "show_tests": config.show_tests}
     records = []
     for path in config.answers:
-        run = load_config(Path(path).parent) or {}
-        wrong = {k: run.get(k) for k, v in wanted.items() if run.get(k) != v}
+        run = collection_settings(path)
+        wrong = {k: getattr(run, k) for k, v in wanted.items() if getattr(run, k) != v}
         if not Path(path).is_file() or wrong:
             raise PipelineError(f"--answers {path}: not the results.jsonl of an eval run with {wanted} "
                                 f"(it has {wrong or 'no such file'})")
