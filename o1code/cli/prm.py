@@ -1,4 +1,4 @@
-"""`o1code prm collect|train|eval`: the process reward model's data, training and measurement."""
+"""`o1code prm collect|shepherd|train|eval`: the process reward model's data, training and measurement."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from typing import Any
 
 from o1code.cli.config import add_config_flags, config_from_args
 from o1code.pipeline.prm import BestOfNConfig, PRMCollectConfig
+from o1code.pipeline.prm_shepherd import ShepherdConfig
 from o1code.runs import lock_run_dir
 from o1code.training.prm import PRMTrainConfig
 
@@ -19,6 +20,16 @@ def cmd_collect(args: argparse.Namespace) -> int:
     with lock_run_dir(config.run_dir):
         counts = collect(config, progress=not args.no_progress)
     print(json.dumps(counts, indent=2))
+    return 0
+
+
+def cmd_shepherd(args: argparse.Namespace) -> int:
+    from o1code.pipeline.prm_shepherd import shepherd
+
+    config = config_from_args(ShepherdConfig, args)
+    with lock_run_dir(config.run_dir):
+        summary = shepherd(config)
+    print(json.dumps(summary, indent=2))
     return 0
 
 
@@ -49,13 +60,16 @@ def add_prm_command(commands: Any) -> argparse.ArgumentParser:
     """Register ``prm`` and its sub-commands on the subparsers `commands`; flags come from the stages'
     config dataclasses (`PRMCollectConfig`, `PRMTrainConfig`, `BestOfNConfig`)."""
     prm = commands.add_parser(
-        "prm", help="process reward model: collect step-labelled trees, train, evaluate",
+        "prm", help="process reward model: collect step-labelled trees or paths, train, evaluate",
         description="Algorithm 1's PRM: `collect` runs MCTS on the train split rewarded by the dataset tests "
-        "and writes step-labelled rows (point and pair); `train` fits the PRM (LoRA on any causal LM); "
+        "and writes step-labelled rows (point and pair); `shepherd` labels sampled paths' steps by completions "
+        "from them (Math-Shepherd); `train` fits the PRM (LoRA on any causal LM); "
         "`eval` measures it on held-out problems: best-of-N Pass@1 of four selectors, step AUC.")
     sub = prm.add_subparsers(dest="prm_command", metavar="STEP", required=True)
     for name, cls, func, text in (
             ("collect", PRMCollectConfig, cmd_collect, "MCTS on train (or validation) problems -> RUN/rows.jsonl"),
+            ("shepherd", ShepherdConfig, cmd_shepherd, "Math-Shepherd step labels: sampled paths, each step "
+             "labelled by how many of the completions from it pass -> RUN/rows.jsonl (resumes)"),
             ("train", PRMTrainConfig, cmd_train, "train the PRM on rows -> RUN/final (resumes)"),
             ("eval", BestOfNConfig, cmd_eval, "best-of-N with the PRM on held-out problems (resumes)")):
         p = sub.add_parser(name, help=text, description=text)

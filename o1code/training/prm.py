@@ -42,7 +42,8 @@ class PRMTrainConfig:
     dropout 0.1), and so are lr 1e-4, cosine schedule, weight decay 0.01, 3 epochs."""
 
     model: str = field(default="default", metadata={"help": "backbone: any model spec (default: the embedded GGUF)"})
-    data: str = field(default="", metadata={"help": "rows file (JSONL) from `o1code prm collect`"})
+    data: str = field(default="", metadata={"help": "rows files (JSONL, comma-separated) from "
+                                              "`o1code prm collect` or `prm shepherd`", "metavar": "FILE[,FILE]"})
     run_dir: str = field(default="runs/prm", metadata={"help": "checkpoints, TensorBoard logs and the final PRM"})
     objective: str = field(default="point", metadata={"help": "point (BCE), pair (Bradley-Terry) or both"})
     epochs: float = 3.0
@@ -180,9 +181,12 @@ def train_prm(config: PRMTrainConfig, rows: Sequence[dict] | None = None, prm: A
     from o1code.runs import read_jsonl
 
     if rows is None:
-        if not config.data or not Path(config.data).is_file():
-            raise TrainingError(f"no PRM rows file: {config.data!r} (write one with `o1code prm collect`)")
-        rows = read_jsonl(config.data)
+        files = [f for f in config.data.split(",") if f]
+        missing = [f for f in files if not Path(f).is_file()] or ([] if files else [config.data])
+        if missing:
+            raise TrainingError(f"no PRM rows file: {missing[0]!r} (write one with `o1code prm collect` "
+                                "or `o1code prm shepherd`)")
+        rows = [r for f in files for r in read_jsonl(f)]
     rows = [r for r in rows if r["kind"] in (("point", "pair") if config.objective == "both" else (config.objective,))]
     if not rows:
         raise TrainingError(f"no {config.objective} rows to train on")
