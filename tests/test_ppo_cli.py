@@ -91,6 +91,14 @@ def test_ppo_cli_two_updates_then_the_policy_plays_in_eval(tiny_model_dir, tmp_p
     assert s["agent"] == "policy" and s["problems"] == 2 and s["oracle_pass_at_k"] is None
     rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
     assert all(r["steps"] == 1 for r in rows)
+    # RUN/adapter is the same policy as a LoRA spec: greedy on BASE+lora:RUN/adapter plays the same code
+    assert (run / "adapter" / "adapter_config.json").is_file()
+    out2 = tmp_path / "eval-adapter"
+    assert main(["eval", "--agent", "greedy", "--model", f"hf:{tiny_model_dir}+lora:{run / 'adapter'}", "--mode",
+                 "direct", "--split", "validation", "--limit", "2", "--max-step-tokens", "6", "--run-dir", str(out2),
+                 "--no-progress"]) == 0
+    rows2 = [json.loads(line) for line in (out2 / "results.jsonl").read_text().splitlines()]
+    assert [r["trace"] for r in rows2] == [r["trace"] for r in rows]
     assert main(["eval", "--agent", "policy", "--model", str(tiny_model_dir), "--mode", "direct", "--limit", "1",
                  "--run-dir", str(tmp_path / "e2"), "--no-progress"]) == 2  # not a saved Policy
     assert "--agent greedy" in capsys.readouterr().err  # says what to use for a base model

@@ -24,6 +24,8 @@ Layout of the run directory (``--run-dir R``)::
     R/run.json       the rest of the `PPORunConfig` (model, problems, env, evaluation; pinned here)
     R/checkpoint/    the last checkpoint (a rerun resumes after it)   R/tb/  TensorBoard scalars
     R/final/         the trained policy: ``Policy.load``, ``o1code eval --agent policy --model R/final``
+    R/adapter/       (LoRA) its adapter alone, as `o1code sft` writes it: ``--model BASE+lora:R/adapter``
+                     plays it on llama.cpp (adapter.gguf, when the base is a GGUF) or transformers
     R/evals/         one eval run per evaluation point
     R/history.json   one row of scalars per update
     R/curves.png     reward; reward-test vs hidden-test pass rate of the rollouts; KL; held-out Pass@1
@@ -354,6 +356,10 @@ def run_ppo(config: PPORunConfig, progress: bool = True, policy: Any = None, san
             engine.close()
         if own_sandbox:
             sandbox.close()
+    if config.lora and result.final_dir is not None:
+        from o1code.training.common import save_adapter
+
+        save_adapter(policy.model, policy.config.model, run / "adapter")  # the base its adapters sit on
     evals = evaluator.collected() if evaluator is not None else []
     curves = plot_curves(result.history, evals, run / "curves.png")
     seconds = time.perf_counter() - t0
