@@ -46,6 +46,19 @@ def test_experiment_files_are_valid(name):
     assert cfg.eval_every and cfg.eval_limit and cfg.eval_split == "validation"
 
 
+def test_grpo_hard_experiment_trains_on_train_problems_and_validates_outside():
+    """experiments/grpo-hard-mbpp.toml (issue 27's recipe 3): its task list is train problems, and the
+    held-out evaluation is the separate validation run its header gives (none inside the run)."""
+    from o1code.pipeline.ppo import train_problems
+
+    data = read_toml(REPO / "experiments" / "grpo-hard-mbpp.toml")
+    check_keys(PPORunConfig, data, "grpo-hard-mbpp.toml")
+    cfg = PPORunConfig(**data)
+    cfg.ppo_config()
+    assert len(train_problems(cfg)) == len(cfg.train_tasks) == 72 and cfg.eval_limit == 0
+    assert cfg.prompt_style == "instruct" and cfg.tests == "visible" and cfg.mode == "direct"
+
+
 def test_bad_settings_are_one_line(tmp_path, capsys):
     bad = tmp_path / "bad.toml"
     bad.write_text('updates = 2\nlearning_rat = 0.1\n')
