@@ -54,6 +54,13 @@ AGGREGATES = ("last", "min", "mean")
 
 
 # ---------------------------------------------------------------- collection
+def check_data_split(split: str) -> None:
+    """PRM rows come from train problems (training data) or validation ones (held-out rows); never test."""
+    if split not in ("train", "validation"):
+        raise PipelineError(f"PRM data comes from the train split (or validation, to measure the PRM); "
+                            f"never from {split!r}")
+
+
 @dataclass
 class PRMCollectConfig:
     """Every setting of ``o1code prm collect`` (MCTS settings as in ``o1code eval``)."""
@@ -89,9 +96,7 @@ class PRMCollectConfig:
         "metavar": "FILE[,FILE]"})
 
     def eval_config(self) -> EvalConfig:
-        if self.split not in ("train", "validation"):
-            raise PipelineError(f"PRM data comes from the train split (or validation, to measure the PRM); "
-                                f"never from {self.split!r}")
+        check_data_split(self.split)
         if self.label not in ("soft", "hard"):
             raise PipelineError(f"label must be soft or hard, got {self.label!r}")
         return EvalConfig(agent="mcts", mode=self.mode, model=self.model, dataset=self.dataset, split=self.split,
@@ -429,5 +434,5 @@ def summarise_best_of_n(rows: Sequence[dict], config: BestOfNConfig,
 
 
 __all__ = ["AGGREGATES", "BestOfNConfig", "PRMCollectConfig", "SELECTORS", "answer_pair_rows", "best_of_n",
-           "best_of_n_table", "collect", "plot_best_of_n", "prm_rows", "ranking", "select", "summarise_best_of_n",
+           "best_of_n_table", "check_data_split", "collect", "plot_best_of_n", "prm_rows", "ranking", "select", "summarise_best_of_n",
            "trajectory_score"]

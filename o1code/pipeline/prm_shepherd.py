@@ -39,6 +39,7 @@ from o1code.envs.records import EnvState
 from o1code.models import chat_template_of
 from o1code.pipeline.errors import PipelineError
 from o1code.pipeline.evaluate import EvalConfig, load_step_generator, select_problems
+from o1code.pipeline.prm import check_data_split
 from o1code.rewards.process import default_question
 from o1code.runs import append_jsonl, pin_config, read_jsonl, write_atomic, write_jsonl
 
@@ -70,9 +71,7 @@ class ShepherdConfig:
     margin: float = field(default=0.25, metadata={"help": "pair rows: least label gap between two sibling steps"})
 
     def validate(self) -> None:
-        if self.split not in ("train", "validation"):
-            raise PipelineError(f"PRM data comes from the train split (or validation, to measure the PRM); "
-                                f"never from {self.split!r}")
+        check_data_split(self.split)
         if self.label not in ("soft", "hard"):
             raise PipelineError(f"label must be soft or hard, got {self.label!r}")
         if self.paths < 1 or self.completions < 1:
