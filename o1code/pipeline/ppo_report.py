@@ -75,6 +75,7 @@ def summary_markdown(config: Any, history: Sequence[dict], evals: Sequence[dict]
     """The markdown report of a run of `config` (a `PPORunConfig`): settings, the held-out evaluations, and the training figures averaged
     over the first and the last three updates."""
     oracle = " (the train problems' own tests; evaluation is held out)" if is_oracle(config.tests) else ""
+    adapter = Path(final_dir).parent / "adapter"
     lines = [
         f"# {config.algo.upper()} run: {config.run_dir}", "",
         f"- policy: `{config.model}` ({'LoRA r=%d' % config.lora_r if config.lora else 'full fine-tuning'}), "
@@ -82,7 +83,9 @@ def summary_markdown(config: Any, history: Sequence[dict], evals: Sequence[dict]
         f"- train: {config.dataset} train split, reward tests: {config.tests}{oracle}, reward {config.reward}",
         f"- {len(history)} updates x {config.episodes_per_update} episodes, lr {config.learning_rate}, "
         f"KL coef {config.kl_coef}, {seconds / 60:.1f} min in this call",
-        f"- final policy: `{final_dir}` (`o1code eval --agent policy --model {final_dir}`)", "",
+        f"- final policy: `{final_dir}` (`o1code eval --agent policy --model {final_dir}`)",
+        *([f"- its LoRA adapter: `{adapter}` (`o1code eval --agent greedy --model BASE+lora:{adapter}`, BASE the "
+           "model training started from; llama.cpp when it is a GGUF)"] if config.lora else []), "",
         f"## Held-out greedy Pass@1 ({config.dataset} {config.eval_split}, hidden tests)", "",
     ]
     if evals:
