@@ -58,7 +58,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 def add_prm_command(commands: Any) -> argparse.ArgumentParser:
     """Register ``prm`` and its sub-commands on the subparsers `commands`; flags come from the stages'
-    config dataclasses (`PRMCollectConfig`, `PRMTrainConfig`, `BestOfNConfig`)."""
+    config dataclasses (`PRMCollectConfig`, `ShepherdConfig`, `PRMTrainConfig`, `BestOfNConfig`)."""
     prm = commands.add_parser(
         "prm", help="process reward model: collect step-labelled trees or paths, train, evaluate",
         description="Algorithm 1's PRM: `collect` runs MCTS on the train split rewarded by the dataset tests "

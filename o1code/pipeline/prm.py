@@ -434,5 +434,5 @@ def summarise_best_of_n(rows: Sequence[dict], config: BestOfNConfig,
 
 
 __all__ = ["AGGREGATES", "BestOfNConfig", "PRMCollectConfig", "SELECTORS", "answer_pair_rows", "best_of_n",
-           "best_of_n_table", "check_data_split", "collect", "plot_best_of_n", "prm_rows", "ranking", "select", "summarise_best_of_n",
-           "trajectory_score"]
+           "best_of_n_table", "check_data_split", "collect", "plot_best_of_n", "prm_rows", "ranking", "select",
+           "summarise_best_of_n", "trajectory_score"]
