@@ -16,6 +16,7 @@ from o1code.data.problems import (
     get_problem,
     load_mbpp,
     load_problems,
+    problems_digest,
 )
 from o1code.data.trajectories import (
     PairwiseExample,
@@ -45,6 +46,7 @@ __all__ = [
     "load_dataset",
     "load_mbpp",
     "load_problems",
+    "problems_digest",
     "pairwise_examples",
     "pointwise_examples",
     "read_trajectories",

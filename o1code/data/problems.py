@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import builtins
 import gzip
+import hashlib
 import json
 import warnings
 from dataclasses import asdict, dataclass, field
@@ -76,6 +77,13 @@ class Problem:
         d["challenge_tests"] = list(self.challenge_tests)
         d["visible_tests"] = list(self.visible_tests)
         return d
+
+
+def problems_digest(problems: Iterable[Problem]) -> str:
+    """The sha256 (hex) of `problems` in order, every field included: what identifies the data a run
+    trained on, so that a shipped result can name it and a reader check it against their copy."""
+    text = json.dumps([p.to_dict() for p in problems], sort_keys=True, ensure_ascii=False)
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def derive_entry_point(tests: Iterable[str], reference: str | None = None) -> str:
