@@ -5,6 +5,8 @@ multiplies quantized weights with 8-bit-quantized activations, transformers the 
 float32) and close log-probs; a zero adapter is the base exactly; swapping never reuses a stale cache.
 The trained adapters shipped under experiments/results load on both backends and agree."""
 
+import hashlib
+import json
 from pathlib import Path
 
 import pytest
@@ -51,18 +53,20 @@ def _zero(policy):
                 p.zero_()
 
 
-def compare(gen, policy, prompts, params=GREEDY):
-    """llama.cpp's greedy completions against transformers on the same tokens (teacher-forced, so one
-    forward pass): returns (completions, |log-prob difference| per token, positions where llama.cpp's
-    token is not transformers' argmax as (prompt, position, transformers' top-2 margin), texts equal)."""
+def compare(gen, model, prompts, params=GREEDY, prompt_ids=None):
+    """llama.cpp's greedy completions against the transformers `model` on the same tokens (teacher-forced,
+    so one forward pass); `prompt_ids` (a trainer's tokenizer) must give llama.cpp's prompt tokens.
+    Returns (completions, |log-prob difference| per token, positions where llama.cpp's token is not
+    transformers' argmax as (prompt, position, transformers' top-2 margin), texts equal)."""
     outs = gen.generate(prompts, params)
     diffs, misses, equal = [], [], 0
     for i, (p, o) in enumerate(zip(prompts, outs)):
         c = o[0]
         ptoks = gen.llm.tokenize(gen.format_prompt(p).encode(), add_bos=True, special=True)
-        assert ptoks == policy._prompt_ids(p)  # the trainer conditions on the same tokens
+        if prompt_ids is not None:
+            assert ptoks == prompt_ids(p)  # the trainer conditions on the same tokens
         with torch.no_grad():
-            logits = policy.model(input_ids=torch.tensor([ptoks + c.token_ids])).logits[0, len(ptoks) - 1:-1]
+            logits = model(input_ids=torch.tensor([ptoks + c.token_ids])).logits[0, len(ptoks) - 1:-1]
         lp = logits.float().log_softmax(-1)
         diffs.append((lp[torch.arange(len(c.token_ids)), c.token_ids] - torch.tensor(c.logprobs)).abs())
         top2 = lp.topk(2).values
@@ -136,7 +140,7 @@ def test_lora_llamacpp_matches_transformers_smollm2(smol_policy, smol_gen, tmp_p
     base = smol_gen.generate(PROMPTS, GREEDY)
     _randomize(smol_policy, 0, 0.1)  # large enough that a wrong q/k row order or scale breaks the bounds
     smol_gen.set_adapter(write_lora_gguf(smol_policy, SMOL, tmp_path / "a.gguf"))
-    outs, diff, misses, equal = compare(smol_gen, smol_policy, PROMPTS)
+    outs, diff, misses, equal = compare(smol_gen, smol_policy.model, PROMPTS, prompt_ids=smol_policy._prompt_ids)
     print(f"SmolLM2 + LoRA: |log-prob diff| mean {diff.mean():.4f} max {diff.max():.4f} over {len(diff)} tokens; "
           f"greedy text equal on {equal}/{len(PROMPTS)} prompts; argmax misses {misses}")
     assert sum(a[0].text != b[0].text for a, b in zip(outs, base)) >= 2  # the adapter matters
@@ -160,7 +164,7 @@ def test_lora_adapter_spec_on_both_backends(smol_policy, tmp_path):
     gen = load_generator(f"llamacpp:{SMOL}+lora:{d}", n_ctx=1024)
     try:
         assert gen.adapter == d / "adapter.gguf"
-        _, diff, misses, _ = compare(gen, smol_policy, PROMPTS[:3])
+        _, diff, misses, _ = compare(gen, smol_policy.model, PROMPTS[:3], prompt_ids=smol_policy._prompt_ids)
     finally:
         gen.close()
     assert all(margin < TIE for _, _, margin in misses) and float(diff.mean()) < 0.06
@@ -236,7 +240,7 @@ def test_lora_llamacpp_matches_transformers_default_model(tmp_path):
         path = write_lora_gguf(policy, gguf, tmp_path / "a.gguf")
         gen.set_adapter(path)
         print(f"write_lora_gguf + set_adapter: {time.perf_counter() - t0:.2f} s")
-        outs, diff, misses, equal = compare(gen, policy, prompts, params)
+        outs, diff, misses, equal = compare(gen, policy.model, prompts, params, policy._prompt_ids)
         print(f"default model + LoRA: |log-prob diff| mean {diff.mean():.4f} max {diff.max():.4f} over "
               f"{len(diff)} tokens; greedy text equal on {equal}/{len(prompts)} prompts; argmax misses {misses}")
         assert sum(a[0].text != b[0].text for a, b in zip(outs, base)) >= 1
@@ -270,9 +274,6 @@ def test_shipped_adapter_on_both_backends(result):
     llama.cpp and ``gguf:DEFAULT+lora:DIR`` on transformers agree on the adapter's greedy answers to
     MBPP validation prompts (teacher-forced log-probs, as above), and the adapter changes what the
     base model answers."""
-    import hashlib
-    import json
-
     from o1code.data import problems_digest
     from o1code.envs import CodeEnv
     from o1code.models import ensure_model
@@ -291,10 +292,7 @@ def test_shipped_adapter_on_both_backends(result):
         prompts = [env.reset(options={"task_id": f"mbpp/{n}"})[0]["prompt"] for n in (511, 560, 590)]
         params = SamplingParams(temperature=0, max_tokens=96)
         hf = load_generator(f"gguf:{gguf}+lora:{result}", device="cpu", chat_template=False)
-        forced = type("Forced", (), {"model": hf.model,
-                                     "_prompt_ids": lambda self, p: gen.llm.tokenize(p.encode(), add_bos=True,
-                                                                                     special=True)})()
-        outs, diff, misses, equal = compare(gen, forced, prompts, params)
+        outs, diff, misses, equal = compare(gen, hf.model, prompts, params)
         print(f"{result.name}: |log-prob diff| mean {diff.mean():.4f} max {diff.max():.4f} over {len(diff)} "
               f"tokens; greedy text equal on {equal}/{len(prompts)}; argmax misses {misses}")
         assert all(margin < TIE for _, _, margin in misses) and float(diff.mean()) < 0.03
