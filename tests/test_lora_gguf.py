@@ -5,7 +5,6 @@ multiplies quantized weights with 8-bit-quantized activations, transformers the 
 float32) and close log-probs; a zero adapter is the base exactly; swapping never reuses a stale cache.
 The trained adapters shipped under experiments/results load on both backends and agree."""
 
-import hashlib
 import json
 from pathlib import Path
 
@@ -278,10 +277,11 @@ def test_shipped_adapter_on_both_backends(result):
     from o1code.envs import CodeEnv
     from o1code.models import ensure_model
     from o1code.pipeline.ppo import PPORunConfig, train_problems
+    from o1code.runs import digest
 
     manifest = json.loads((result / "manifest.json").read_text())
-    for name, digest in manifest["files"].items():
-        assert hashlib.sha256((result / name).read_bytes()).hexdigest() == digest, name
+    for name, sha256 in manifest["files"].items():
+        assert digest(result / name) == sha256, name
     run = json.loads((result / "run.json").read_text())
     assert problems_digest(train_problems(PPORunConfig(**run))) == manifest["train_data_sha256"]
 
