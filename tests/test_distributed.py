@@ -435,3 +435,43 @@ def _unordered(runs):
     """`comparable`'s figures and files, each file's rows sorted (results and trajectories arrive in any order)."""
     return {key: [figures, {name: sorted(json.dumps(r, sort_keys=True) for r in rows) for name, rows in data.items()}]
             for key, (figures, data) in runs.items()}
+
+
+def test_shepherd_and_best_of_n_on_ray_write_the_local_rows(ray_local, tmp_path):
+    """``prm shepherd --ray`` and ``prm eval --ray``: the problems played on two workers give the local
+    labels, rows and samples, each problem once, and a run begun on Ray finishes locally."""
+    import scripted_policy
+    import test_prm_shepherd
+    from test_prm_shepherd import CoinPlans, cfg
+
+    from o1code.data import load_dataset
+    from o1code.pipeline.prm import BestOfNConfig, best_of_n
+    from o1code.pipeline.prm_shepherd import shepherd
+    from o1code.runs import read_jsonl
+
+    def samples(run):
+        return [{k: v for k, v in r.items() if k != "seconds"} for r in read_jsonl(run / "samples.jsonl")]
+
+    for m in (scripted_policy, test_prm_shepherd):  # the scripted policy must reach the workers
+        ray_local.cloudpickle.register_pickle_by_value(m)
+    try:
+        train, valid = load_dataset("mbpp", "train"), load_dataset("mbpp", "validation")
+        local = shepherd(cfg(tmp_path / "local"), generator=CoinPlans(train))
+        on_ray = shepherd(cfg(tmp_path / "ray", ray="local"), generator=CoinPlans(train))
+        half = shepherd(cfg(tmp_path / "half", limit=2, ray="local"), generator=CoinPlans(train))
+        rest = shepherd(cfg(tmp_path / "half"), generator=CoinPlans(train))
+        bon = dict(model="scripted", split="validation", limit=4, n=4, max_steps=3)
+        bon_local = best_of_n(BestOfNConfig(**bon, run_dir=str(tmp_path / "bl")), generator=CoinPlans(valid))
+        bon_ray = best_of_n(BestOfNConfig(**bon, run_dir=str(tmp_path / "br"), ray="local"), generator=CoinPlans(valid))
+    finally:
+        for m in (scripted_policy, test_prm_shepherd):
+            ray_local.cloudpickle.unregister_pickle_by_value(m)
+    assert half["problems"] == 2 and rest["problems"] == 4
+    for run in (on_ray, rest):
+        assert read_jsonl(run["rows"]) == read_jsonl(local["rows"])
+        assert {k: v for k, v in run.items() if k not in ("rows", "seconds")} == \
+            {k: v for k, v in local.items() if k not in ("rows", "seconds")}
+    labels = read_jsonl(tmp_path / "ray" / "shepherd" / "labels.jsonl")
+    assert len(labels) == 4 and sorted(r["task_id"] for r in labels) == sorted({r["task_id"] for r in labels})
+    assert sorted(samples(tmp_path / "br"), key=str) == sorted(samples(tmp_path / "bl"), key=str)
+    assert len(samples(tmp_path / "br")) == 4 and bon_ray == bon_local

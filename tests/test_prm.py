@@ -10,7 +10,8 @@ pytest.importorskip("peft")
 from o1code.models.prm import PRMConfig, ProcessRewardModel  # noqa: E402
 from o1code.models.tiny import build_tiny_model  # noqa: E402
 from o1code.training.errors import TrainingError  # noqa: E402
-from o1code.training.prm import PRMTrainConfig, auc, split_heldout, train_prm  # noqa: E402
+from o1code.training.prm import (PRMTrainConfig, auc, evaluate_rows, split_heldout, subsample_problems,  # noqa: E402
+                                 train_prm)
 
 
 @pytest.fixture(scope="module")
@@ -132,9 +133,62 @@ def test_prm_learns_a_planted_label_point_and_pair(tiny, tmp_path):
         train_prm(PRMTrainConfig(**{**cfg.__dict__, "learning_rate": 1e-4}), _planted_rows())
 
 
+def _flipped(rows, tasks):
+    """`rows` with the labels of the problems `tasks` reversed ("bad" steps good)."""
+    out = []
+    for r in rows:
+        if r["task_id"] in tasks:
+            r = ({**r, "labels": [1 - v for v in r["labels"]]} if r["kind"] == "point"
+                 else {**r, "win": r["lose"], "lose": r["win"]})
+        out.append(r)
+    return out
+
+
+def test_the_checkpoint_is_chosen_on_the_heldout_problems(tiny, tmp_path):
+    """The held-out problems reward the opposite of what training teaches, so every epoch is worse on
+    them than the one before: the epoch kept is the first, RUN/final scores as it did then, and
+    select="last" keeps the last. A run that always kept the last epoch would fail."""
+    rows = _planted_rows()
+    held = {r["task_id"] for r in split_heldout(rows, 0.25, seed=0)[1]}
+    rows = _flipped(rows, held)
+    kw = dict(model=tiny, objective="both", epochs=2, learning_rate=3e-3, batch_size=4, grad_accum=1,
+              lr_scheduler="constant", save_steps=1000, device="cpu", heldout_fraction=0.25)
+    res = train_prm(PRMTrainConfig(run_dir=str(tmp_path / "best"), **kw), rows)
+    assert [round(e["epoch"]) for e in res.epochs] == [1, 2]
+    assert res.epochs[0]["logloss"] < res.epochs[-1]["logloss"]  # training moves away from the held-out labels
+    assert res.chosen == res.epochs[0]
+    heldout = [r for r in rows if r["task_id"] in held]
+    kept = evaluate_rows(ProcessRewardModel.load(res.final_dir, device="cpu"), heldout)
+    assert kept["logloss"] == pytest.approx(res.epochs[0]["logloss"], abs=1e-4)
+    assert res.metrics["after"]["logloss"] == res.epochs[0]["logloss"]
+    last = train_prm(PRMTrainConfig(run_dir=str(tmp_path / "last"), select="last", **kw), rows)
+    assert last.chosen == last.epochs[-1] and last.chosen["step"] > res.chosen["step"]
+    assert evaluate_rows(ProcessRewardModel.load(last.final_dir, device="cpu"), heldout)["logloss"] == \
+        pytest.approx(last.epochs[-1]["logloss"], abs=1e-4)
+
+
+def test_problem_share_is_seeded_nested_and_keeps_the_heldout_problems(tiny, tmp_path):
+    rows = _planted_rows(20)
+    quarter, half = subsample_problems(rows, 0.25, seed=3), subsample_problems(rows, 0.5, seed=3)
+    tasks = lambda rs: {r["task_id"] for r in rs}  # noqa: E731
+    assert len(tasks(quarter)) == 5 and len(tasks(half)) == 10 and tasks(quarter) < tasks(half)
+    assert subsample_problems(rows, 0.25, seed=3) == quarter and subsample_problems(rows, 1.0, seed=3) == rows
+    kw = dict(model=tiny, max_steps=1, batch_size=4, grad_accum=1, save_steps=1000, device="cpu", heldout_fraction=0.2)
+    small = train_prm(PRMTrainConfig(run_dir=str(tmp_path / "q"), problems_fraction=0.25, **kw), rows)
+    full = train_prm(PRMTrainConfig(run_dir=str(tmp_path / "f"), **kw), rows)
+    assert small.heldout_rows == full.heldout_rows and small.train_rows < full.train_rows
+
+
 def test_train_refuses_empty_or_unknown(tiny, tmp_path):
     with pytest.raises(TrainingError, match="objective"):
         PRMTrainConfig(objective="listwise")
+    with pytest.raises(TrainingError, match="select"):
+        PRMTrainConfig(select="newest")
+    with pytest.raises(TrainingError, match="problems_fraction"):
+        PRMTrainConfig(problems_fraction=0)
+    with pytest.raises(TrainingError, match="validation split"):
+        train_prm(PRMTrainConfig(model=tiny, run_dir=str(tmp_path / "v")),
+                  [{**r, "split": "validation"} for r in _planted_rows(2)])
     with pytest.raises(TrainingError, match="no pair rows"):
         train_prm(PRMTrainConfig(model=tiny, run_dir=str(tmp_path / "r"), objective="pair"),
                   [r for r in _planted_rows(2) if r["kind"] == "point"])

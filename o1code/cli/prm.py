@@ -40,9 +40,15 @@ def cmd_train(args: argparse.Namespace) -> int:
     with lock_run_dir(config.run_dir):
         res = train_prm(config)
     print(f"PRM saved to {res.final_dir} ({res.train_rows} train rows, {res.heldout_rows} held out)")
+    def line(m: dict) -> str:
+        return ", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}" for k, v in m.items())
+
+    for m in res.epochs:
+        print(f"  held-out after epoch {m['epoch']:g}: " + line({k: v for k, v in m.items() if k != "epoch"}))
+    if res.chosen:
+        print(f"  kept: the PRM of epoch {res.chosen['epoch']:g} (best held-out {config.select})")
     for when, m in res.metrics.items():
-        print(f"  held-out {when}: " + ", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}"
-                                                 for k, v in m.items()))
+        print(f"  held-out {when}: " + line(m))
     return 0
 
 

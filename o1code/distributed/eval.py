@@ -126,9 +126,14 @@ def evaluate_on_ray(
     workers: Optional[int] = None,
     num_cpus: Optional[float] = None,
     num_gpus: Optional[float] = None,
+    commit: Optional[Callable[[dict[str, Any]], None]] = None,
 ) -> list[dict[str, Any]]:
     """Play the problems `todo` of evaluation `config` on Ray worker actors; append each result to
     `run_dir` as it arrives (this process is the only writer); return the new result rows.
+
+    `commit`: for a stage that is not an evaluation (``prm shepherd``), what to do with each arriving
+    row instead of writing ``results.jsonl`` and ``trajectories.jsonl`` (its own commit point); the
+    stage's `build` has the signature of `run_eval`'s and its config a ``ray`` field.
 
     `build` is the pipeline's `run_eval` (each worker calls it once with ``serve=`` to build its env
     and agent). Ray is joined at ``config.ray`` (``local``, ``auto`` or an address) unless this
@@ -197,8 +202,10 @@ def evaluate_on_ray(
         log.info("playing %d problems on %d Ray workers (%g CPU, %g GPU each)", len(todo), n, num_cpus, num_gpus)
         start(range(n))
         rows: list[dict[str, Any]] = []  # the new ones
-        results = ResultLog(run_dir, rows, total=total or len(todo), todo=len(todo),
-                            desc=f"{config.agent}/{config.mode} (ray x{n})", progress=progress, on_problem=on_problem)
+        if commit is None:
+            results = ResultLog(run_dir, rows, total=total or len(todo), todo=len(todo),
+                                desc=f"{config.agent}/{config.mode} (ray x{n})", progress=progress,
+                                on_problem=on_problem)
         pending = collections.deque(todo)
         inflight: dict[Any, tuple[int, Any]] = {}
         deaths: collections.Counter = collections.Counter()
@@ -233,7 +240,11 @@ def evaluate_on_ray(
                 pending.appendleft(p)
                 submit(i)
                 continue
-            results.commit(row, records)  # the trajectories first, then the result line: the commit point
+            if results is not None:
+                results.commit(row, records)  # the trajectories first, then the result line: the commit point
+            else:
+                rows.append(row)
+                commit(row)
             submit(i)
         return rows
     finally:

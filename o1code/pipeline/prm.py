@@ -41,7 +41,7 @@ from o1code.envs import CodeEnv, EvalInfo
 from o1code.models import chat_template_of
 from o1code.pipeline.errors import PipelineError
 from o1code.pipeline.evaluate import EvalConfig, load_step_generator, run_eval, select_problems
-from o1code.pipeline.prm_report import best_of_n_table, plot_best_of_n
+from o1code.pipeline.prm_report import best_of_n_table, plot_best_of_n, ranking
 from o1code.pipeline.stats import paired_bootstrap_ci
 from o1code.rewards.process import default_question
 from o1code.runs import append_jsonl, digest, pin_config, read_jsonl, write_atomic, write_jsonl
@@ -209,6 +209,9 @@ class BestOfNConfig:
     aggregate: str = field(default="last", metadata={"help": "a trajectory's score: last step, min or mean"})
     rows: str = field(default="", metadata={"help": "held-out rows (`prm collect --split validation`) for step "
                                             "AUC and pair accuracy; empty: best-of-N only", "metavar": "FILE"})
+    ray: str | None = field(default=None, metadata={"help": "sample the problems on Ray worker actors (as `o1code "
+                                                    "eval --ray`): local, auto or a cluster ADDRESS; not pinned",
+                                                    "metavar": "ADDRESS"})
 
     def validate(self) -> None:
         if self.split == "train":
@@ -273,45 +276,72 @@ def _sample_problem(env: CodeEnv, generator: Any, problem: Problem, config: Best
     return out
 
 
+def play_problems(config: Any, todo: Sequence[Problem], serve: Callable, commit: Callable[[dict], None],
+                  generator: Any = None, sandbox: Any = None) -> None:
+    """Play `todo` with the stage's `serve` (``serve(config, generator, sandbox=, serve=)`` builds its
+    ``solve(problem) -> row``) and `commit` each row as it comes: here, one problem after the other, or
+    on Ray workers when ``config.ray`` is set (`o1code.distributed.evaluate_on_ray`; rows in arrival order)."""
+    from o1code.sandboxes import LocalSandbox
+
+    if todo and config.ray:
+        from o1code.distributed import evaluate_on_ray
+
+        evaluate_on_ray(config, todo, serve, Path(config.run_dir), generator=generator, sandbox=sandbox, commit=commit)
+    elif todo:
+        own_sandbox = sandbox is None
+        sandbox = sandbox or LocalSandbox(workers=1)
+        try:
+            solve = serve(config, generator, sandbox=sandbox, serve=lambda f: f)
+            for problem in todo:
+                commit(solve(problem))
+        finally:
+            if own_sandbox:
+                sandbox.close()
+
+
+def serve_samples(config: BestOfNConfig, generator: Any = None, progress: bool = False, sandbox: Any = None,
+                  serve: Any = None) -> Any:
+    """Build the env and generator once and hand ``solve(problem, _) -> samples row`` to `serve`: the
+    local loop's and each Ray worker's way in (`run_eval`'s signature, as `evaluate_on_ray` calls it)."""
+    generator = generator or load_step_generator(config.model)
+    env = CodeEnv(mode=config.mode, problems=select_problems(EvalConfig(dataset=config.dataset, split=config.split,
+                                                                        limit=config.limit)),
+                  max_steps=config.max_steps, tests="visible", show_tests=config.show_tests, sandbox=sandbox,
+                  prompt_style=config.prompt_style or "fewshot", chat_template=chat_template_of(generator))
+
+    def solve(problem: Problem, _trajectories: Any = None) -> dict:
+        t0 = time.perf_counter()
+        samples = _sample_problem(env, generator, problem, config)
+        return {"task_id": problem.task_id, "known_bad": problem.known_bad, "samples": samples,
+                "seconds": time.perf_counter() - t0}
+
+    return serve(solve)
+
+
 def best_of_n(config: BestOfNConfig, generator: Any = None, prm: Any = None, sandbox: Any = None,
               on_problem: Callable[[dict], None] | None = None) -> dict[str, Any]:
     """Sample every problem (resuming ``RUN/samples.jsonl``), score the samples with the PRM when one is
     given (resuming its scores file), select; write and return the summary: ``pass_at_1`` per selector,
     ``oracle_pass_at_n``, ``visible_any`` (share of problems with a sample passing the visible tests),
     counts. Known-bad MBPP tasks are excluded."""
-    from o1code.sandboxes import LocalSandbox
-
     config.validate()
     run = Path(config.run_dir)
     # The PRM, its held-out rows and the aggregate only change the selection, not the samples.
-    pin_config(run, asdict(config), ignore=("run_dir", "limit", "prm", "rows", "aggregate"))
+    pin_config(run, asdict(config), ignore=("run_dir", "limit", "prm", "rows", "aggregate", "ray"))
     problems = select_problems(EvalConfig(dataset=config.dataset, split=config.split, limit=config.limit))
     path = run / "samples.jsonl"
     rows = {r["task_id"]: r for r in read_jsonl(path, repair=True)}
     todo = [p for p in problems if p.task_id not in rows]
-    if todo:
-        generator = generator or load_step_generator(config.model)
-        own_sandbox = sandbox is None
-        sandbox = sandbox or LocalSandbox(workers=1)
-        try:
-            env = CodeEnv(mode=config.mode, problems=problems, max_steps=config.max_steps, tests="visible",
-                          show_tests=config.show_tests, sandbox=sandbox, prompt_style=config.prompt_style or "fewshot",
-                          chat_template=chat_template_of(generator))
-            for k, problem in enumerate(todo, 1):
-                t0 = time.perf_counter()
-                row = {"task_id": problem.task_id, "known_bad": problem.known_bad,
-                       "samples": _sample_problem(env, generator, problem, config)}
-                row["seconds"] = time.perf_counter() - t0
-                append_jsonl(path, [row])  # the commit point of the problem's samples
-                rows[problem.task_id] = row
-                log.info("best-of-%d %d/%d %s: %d of %d samples pass the hidden tests (%.0f s)", config.n, k,
-                         len(todo), problem.task_id, sum(s["passed"] for s in row["samples"]), config.n,
-                         row["seconds"])
-                if on_problem:
-                    on_problem(row)
-        finally:
-            if own_sandbox:
-                sandbox.close()
+
+    def commit(row: dict) -> None:
+        append_jsonl(path, [row])  # the commit point of the problem's samples
+        rows[row["task_id"]] = row
+        log.info("best-of-%d %d/%d %s: %d of %d samples pass the hidden tests (%.0f s)", config.n, len(rows),
+                 len(problems), row["task_id"], sum(s["passed"] for s in row["samples"]), config.n, row["seconds"])
+        if on_problem:
+            on_problem(row)
+
+    play_problems(config, todo, serve_samples, commit, generator, sandbox)
     chosen = [rows[p.task_id] for p in problems]
     scores: dict[str, list[list[float]]] = {}
     if config.prm:
@@ -368,30 +398,6 @@ def _row_metrics(config: BestOfNConfig, prm: Any, cache: Path) -> dict[str, Any]
     return metrics
 
 
-def ranking(scored_rows: Sequence[Sequence[dict]]) -> dict[str, Any]:
-    """How the PRM ranks within a problem (each sample a dict with ``score``, ``passed`` on the hidden
-    tests and ``reward_passed`` on the visible ones): over every pair of one problem's samples of which
-    one passes the hidden tests and the other fails them, the share the PRM scores higher (a tie counts
-    half): ``pair_accuracy`` over ``pairs``; the same over the pairs (passes, passes only the visible
-    tests), the distinction a selector needs beyond the visible test: ``visible_only_accuracy`` over
-    ``visible_only_pairs``. None where there is no pair. 0.5 is chance."""
-    won = {"all": 0.0, "visible": 0.0}
-    count = {"all": 0, "visible": 0}
-    for samples in scored_rows:
-        good = [s["score"] for s in samples if s["passed"]]
-        for bad in samples:
-            if bad["passed"]:
-                continue
-            kinds = ("all", "visible") if bad["reward_passed"] else ("all",)
-            for g in good:
-                for k in kinds:
-                    won[k] += 1.0 if g > bad["score"] else 0.5 if g == bad["score"] else 0.0
-                    count[k] += 1
-    return {"pair_accuracy": won["all"] / count["all"] if count["all"] else None, "pairs": count["all"],
-            "visible_only_accuracy": won["visible"] / count["visible"] if count["visible"] else None,
-            "visible_only_pairs": count["visible"]}
-
-
 def summarise_best_of_n(rows: Sequence[dict], config: BestOfNConfig,
                         scores: dict[str, list[list[float]]] | None = None) -> dict[str, Any]:
     """Pass@1 per selector over the counted problems (known-bad excluded), with seeded random picks;
@@ -434,5 +440,6 @@ def summarise_best_of_n(rows: Sequence[dict], config: BestOfNConfig,
 
 
 __all__ = ["AGGREGATES", "BestOfNConfig", "PRMCollectConfig", "SELECTORS", "answer_pair_rows", "best_of_n",
-           "best_of_n_table", "check_data_split", "collect", "plot_best_of_n", "prm_rows", "ranking", "select",
+           "best_of_n_table", "check_data_split", "collect", "play_problems", "plot_best_of_n", "prm_rows", "ranking",
+           "select",
            "summarise_best_of_n", "trajectory_score"]

@@ -1,9 +1,34 @@
-"""The report of ``o1code prm eval``'s best-of-N (`o1code.pipeline.prm.best_of_n`): its summary as a
-markdown table and as a bar chart. Presentation only: every figure comes from the summary dict."""
+"""The report of ``o1code prm eval``'s best-of-N (`o1code.pipeline.prm.best_of_n`): the PRM's ranking
+within a problem, and the summary as a markdown table and as a bar chart (every figure from the summary dict)."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any, Sequence
+
+
+def ranking(scored_rows: Sequence[Sequence[dict]]) -> dict[str, Any]:
+    """How the PRM ranks within a problem (each sample a dict with ``score``, ``passed`` on the hidden
+    tests and ``reward_passed`` on the visible ones): over every pair of one problem's samples of which
+    one passes the hidden tests and the other fails them, the share the PRM scores higher (a tie counts
+    half): ``pair_accuracy`` over ``pairs``; the same over the pairs (passes, passes only the visible
+    tests), the distinction a selector needs beyond the visible test: ``visible_only_accuracy`` over
+    ``visible_only_pairs``. None where there is no pair. 0.5 is chance."""
+    won = {"all": 0.0, "visible": 0.0}
+    count = {"all": 0, "visible": 0}
+    for samples in scored_rows:
+        good = [s["score"] for s in samples if s["passed"]]
+        for bad in samples:
+            if bad["passed"]:
+                continue
+            kinds = ("all", "visible") if bad["reward_passed"] else ("all",)
+            for g in good:
+                for k in kinds:
+                    won[k] += 1.0 if g > bad["score"] else 0.5 if g == bad["score"] else 0.0
+                    count[k] += 1
+    return {"pair_accuracy": won["all"] / count["all"] if count["all"] else None, "pairs": count["all"],
+            "visible_only_accuracy": won["visible"] / count["visible"] if count["visible"] else None,
+            "visible_only_pairs": count["visible"]}
 
 
 def best_of_n_table(summary: dict) -> str:
@@ -52,4 +77,4 @@ def plot_best_of_n(summary: dict, path: Path) -> None:
     plt.close(fig)
 
 
-__all__ = ["best_of_n_table", "plot_best_of_n"]
+__all__ = ["best_of_n_table", "plot_best_of_n", "ranking"]

@@ -39,7 +39,7 @@ from o1code.envs.records import EnvState
 from o1code.models import chat_template_of
 from o1code.pipeline.errors import PipelineError
 from o1code.pipeline.evaluate import EvalConfig, load_step_generator, select_problems
-from o1code.pipeline.prm import check_data_split
+from o1code.pipeline.prm import check_data_split, play_problems
 from o1code.rewards.process import default_question
 from o1code.runs import append_jsonl, pin_config, read_jsonl, write_atomic, write_jsonl
 
@@ -69,6 +69,9 @@ class ShepherdConfig:
     prompt_style: str | None = field(default=None, metadata={"help": "fewshot (the default) or instruct"})
     label: str = field(default="soft", metadata={"help": "soft (share of completions that pass) or hard (any)"})
     margin: float = field(default=0.25, metadata={"help": "pair rows: least label gap between two sibling steps"})
+    ray: str | None = field(default=None, metadata={"help": "label the problems on Ray worker actors (as `o1code "
+                                                    "eval --ray`): local, auto or a cluster ADDRESS; not pinned",
+                                                    "metavar": "ADDRESS"})
 
     def validate(self) -> None:
         check_data_split(self.split)
@@ -167,41 +170,49 @@ def shepherd_rows(records: Sequence[dict], problems: Sequence[Problem], split: s
     return rows
 
 
-def shepherd(config: ShepherdConfig, generator: Any = None, sandbox: Any = None) -> dict[str, Any]:
-    """Label every problem (resuming ``RUN/labels.jsonl``), write ``RUN/rows.jsonl`` and
-    ``RUN/summary.json``; returns the summary: problems, point and pair rows, episodes, tokens, the
-    share of passing paths and of passing completions."""
-    from o1code.sandboxes import LocalSandbox
+def serve_problems(config: ShepherdConfig, generator: Any = None, progress: bool = False, sandbox: Any = None,
+                   serve: Any = None) -> Any:
+    """Build the env and generator once (loading ``config.model`` when `generator` is None) and hand
+    ``solve(problem, _) -> record`` to `serve`: the local loop's and each Ray worker's one way in
+    (the signature of `run_eval`'s, which `o1code.distributed.evaluate_on_ray` calls)."""
+    generator = generator or load_step_generator(config.model)
+    problems = select_problems(EvalConfig(dataset=config.dataset, split=config.split, limit=config.limit))
+    env = CodeEnv(mode=config.mode, problems=problems, max_steps=config.max_steps, tests="dataset",
+                  show_tests=config.show_tests, sandbox=sandbox, prompt_style=config.prompt_style or "fewshot",
+                  chat_template=chat_template_of(generator))
 
+    def solve(problem: Problem, _trajectories: Any = None) -> dict:
+        t0 = time.perf_counter()
+        return {**label_problem(env, generator, problem, config), "seconds": time.perf_counter() - t0}
+
+    return serve(solve)
+
+
+def shepherd(config: ShepherdConfig, generator: Any = None, sandbox: Any = None) -> dict[str, Any]:
+    """Label every problem (resuming ``RUN/labels.jsonl``; on Ray workers with ``config.ray``), write
+    ``RUN/rows.jsonl`` and ``RUN/summary.json``; returns the summary: problems, point and pair rows,
+    episodes, tokens, the share of passing paths and of passing completions. The rows do not depend on
+    where or in which order the problems were labelled (seeds are per problem; rows in problem order)."""
     config.validate()
     run = Path(config.run_dir)
-    pin_config(run, asdict(config), ignore=("run_dir", "limit", "margin"))
+    pin_config(run, asdict(config), ignore=("run_dir", "limit", "margin", "ray"))
     problems = select_problems(EvalConfig(dataset=config.dataset, split=config.split, limit=config.limit))
     path = run / "labels.jsonl"
     done = {r["task_id"]: r for r in read_jsonl(path, repair=True)}
     todo = [p for p in problems if p.task_id not in done]
+
+    def commit(rec: dict) -> None:
+        append_jsonl(path, [rec])  # the commit point of the problem
+        done[rec["task_id"]] = rec
+        log.info("shepherd %d/%d %s: %d of %d paths pass, %d prefixes labelled (%.0f s)", len(done), len(problems),
+                 rec["task_id"], sum(p["passed"] for p in rec["paths"]), len(rec["paths"]), len(rec["prefixes"]),
+                 rec["seconds"])
+
     if todo:
         log.info("Math-Shepherd labels on %s/%s: %d problems, %d paths each, %d completions per prefix "
                  "(labels from the dataset tests, %s data)", config.dataset, config.split, len(todo),
                  config.paths, config.completions, "training" if config.split == "train" else "held-out")
-        generator = generator or load_step_generator(config.model)
-        own_sandbox = sandbox is None
-        sandbox = sandbox or LocalSandbox(workers=1)
-        try:
-            env = CodeEnv(mode=config.mode, problems=problems, max_steps=config.max_steps, tests="dataset",
-                          show_tests=config.show_tests, sandbox=sandbox,
-                          prompt_style=config.prompt_style or "fewshot", chat_template=chat_template_of(generator))
-            for k, problem in enumerate(todo, 1):
-                t0 = time.perf_counter()
-                rec = {**label_problem(env, generator, problem, config), "seconds": time.perf_counter() - t0}
-                append_jsonl(path, [rec])  # the commit point of the problem
-                done[problem.task_id] = rec
-                log.info("shepherd %d/%d %s: %d of %d paths pass, %d prefixes labelled (%.0f s)", k, len(todo),
-                         problem.task_id, sum(p["passed"] for p in rec["paths"]), len(rec["paths"]),
-                         len(rec["prefixes"]), rec["seconds"])
-        finally:
-            if own_sandbox:
-                sandbox.close()
+        play_problems(config, todo, serve_problems, commit, generator, sandbox)
     records = [done[p.task_id] for p in problems]
     rows = shepherd_rows(records, problems, config.split, config.show_tests, config.label, config.margin)
     write_jsonl(run / "rows.jsonl", rows)
@@ -218,4 +229,4 @@ def shepherd(config: ShepherdConfig, generator: Any = None, sandbox: Any = None)
     return summary
 
 
-__all__ = ["ShepherdConfig", "label_problem", "shepherd", "shepherd_rows", "step_labels"]
+__all__ = ["ShepherdConfig", "label_problem", "serve_problems", "shepherd", "shepherd_rows", "step_labels"]

@@ -12,9 +12,11 @@ Two kinds of rows (built by `o1code.training.prm_data` from trajectory files):
 
 ``objective`` picks point, pair or both (the mean of the two losses). The loop is transformers'
 `Trainer` (checkpoints every ``save_steps`` under ``RUN/train``, resume from the newest, TensorBoard
-scalars in ``RUN/train/runs``, a progress bar) with the PRM's loss; the held-out slice (whole
-problems, seeded) is scored after every epoch: AUC, accuracy and log-loss of the step scores
-against hard labels, pair accuracy. The trained PRM (adapters) goes to ``RUN/final``.
+scalars in ``RUN/train/runs``, a progress bar) with the PRM's loss; the held-out slice (whole train
+problems, seeded) is scored after every epoch: AUC, accuracy and log-loss of the step scores against
+hard labels, pair accuracy. The checkpoint is chosen on that slice (``select``: the epoch with the best
+sibling-pair accuracy by default, the ranking best-of-N selection needs), never on validation or test
+rows, which are refused here; the chosen PRM (adapters) goes to ``RUN/final``.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import json
 import logging
 import math
 import random
+import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -34,6 +37,7 @@ from o1code.training.errors import TrainingError
 log = logging.getLogger(__name__)
 
 OBJECTIVES = ("point", "pair", "both")
+SELECT = ("pair_accuracy", "auc", "last")
 
 
 @dataclass
@@ -58,7 +62,14 @@ class PRMTrainConfig:
     logging_steps: int = 5
     save_steps: int = 50
     save_total_limit: int = 2
-    heldout_fraction: float = field(default=0.2, metadata={"help": "share of problems held out for the metrics"})
+    heldout_fraction: float = field(default=0.2, metadata={"help": "share of the train problems held out, for "
+                                                           "the metrics and the choice of checkpoint"})
+    select: str = field(default="pair_accuracy", metadata={
+        "help": "the held-out figure that chooses the epoch whose PRM is kept: pair_accuracy (sibling steps "
+                "ordered right; auc where the held-out rows have no pairs), auc, or last (the last epoch)"})
+    problems_fraction: float = field(default=1.0, metadata={
+        "help": "train on a seeded share of the training problems (a data-size curve: 0.25, 0.5, 1); the "
+                "held-out problems are the same at every share"})
     seed: int = 0
     lora: bool = True
     lora_r: int = 8
@@ -76,6 +87,10 @@ class PRMTrainConfig:
             raise TrainingError(f"objective must be one of {', '.join(OBJECTIVES)}, got {self.objective!r}")
         if not 0 <= self.heldout_fraction < 1:
             raise TrainingError(f"heldout_fraction must be in [0, 1), got {self.heldout_fraction!r}")
+        if self.select not in SELECT:
+            raise TrainingError(f"select must be one of {', '.join(SELECT)}, got {self.select!r}")
+        if not 0 < self.problems_fraction <= 1:
+            raise TrainingError(f"problems_fraction must be in (0, 1], got {self.problems_fraction!r}")
 
 
 # ---------------------------------------------------------------- losses and metrics
@@ -157,17 +172,51 @@ def split_heldout(rows: Sequence[dict], fraction: float, seed: int) -> tuple[lis
     return [r for r in rows if r["task_id"] not in held], [r for r in rows if r["task_id"] in held]
 
 
+def subsample_problems(rows: Sequence[dict], fraction: float, seed: int) -> list[dict]:
+    """The rows of a seeded `fraction` of the problems (at least one). Nested: a smaller share's
+    problems are among a larger one's (one shuffle, cut at each share), so a data-size curve adds data."""
+    if fraction >= 1:
+        return list(rows)
+    tasks = sorted({r["task_id"] for r in rows})
+    random.Random(f"{seed}/problems").shuffle(tasks)
+    keep = set(tasks[:max(1, round(len(tasks) * fraction))])
+    return [r for r in rows if r["task_id"] in keep]
+
+
+def check_train_rows(rows: Sequence[dict]) -> None:
+    """Refuse rows from the validation or test split: the checkpoint is chosen on held-out *train*
+    problems, and validation/test problems judge the PRM (`o1code prm eval`), so they never train it."""
+    bad = sorted({r.get("split") for r in rows} & {"validation", "test"})
+    if bad:
+        raise TrainingError(f"PRM rows from the {bad[0]} split cannot train the PRM: validation and test "
+                            "problems judge it (prm eval --rows); train on rows collected with --split train")
+
+
+def _select_key(metrics: dict[str, Any], select: str) -> tuple[float, ...]:
+    """Larger is better: the `select` figure (pair accuracy falls back to AUC where there are no pairs),
+    then AUC, then the negative log-loss, so ties go to the better-calibrated epoch."""
+    def num(v: Any) -> float:
+        return float(v) if isinstance(v, (int, float)) else -math.inf
+
+    first = metrics.get(select) if metrics.get(select) is not None else metrics.get("auc")
+    return (num(first), num(metrics.get("auc")), -num(metrics.get("logloss")) if "logloss" in metrics else 0.0)
+
+
 # ---------------------------------------------------------------- the loop
 @dataclass
 class PRMTrainResult:
     """``final_dir``: the trained PRM (`ProcessRewardModel.load`); ``metrics``: held-out metrics
-    before training and after (`evaluate_rows`); ``loss``: first and last logged training loss."""
+    before training and of the PRM kept (`evaluate_rows`); ``loss``: first and last logged training
+    loss; ``epochs``: the held-out metrics after each epoch (with ``epoch`` and ``step``); ``chosen``:
+    the entry of `epochs` whose PRM is ``final_dir`` (None without a held-out slice)."""
 
     final_dir: Path
     metrics: dict[str, dict[str, Any]]
     loss: tuple[float, float] | None
     train_rows: int
     heldout_rows: int
+    epochs: list[dict[str, Any]] = field(default_factory=list)
+    chosen: dict[str, Any] | None = None
 
 
 def train_prm(config: PRMTrainConfig, rows: Sequence[dict] | None = None, prm: Any = None) -> PRMTrainResult:
@@ -190,13 +239,15 @@ def train_prm(config: PRMTrainConfig, rows: Sequence[dict] | None = None, prm: A
     rows = [r for r in rows if r["kind"] in (("point", "pair") if config.objective == "both" else (config.objective,))]
     if not rows:
         raise TrainingError(f"no {config.objective} rows to train on")
+    check_train_rows(rows)
     run = Path(config.run_dir)
     pin_config(run, asdict(config), ignore=("run_dir", "logging_steps"))
     train, heldout = split_heldout(rows, config.heldout_fraction, config.seed)
+    train = subsample_problems(train, config.problems_fraction, config.seed)
     if not train:
         raise TrainingError("every problem was held out: lower heldout_fraction or collect more problems")
-    log.info("PRM rows: %d train, %d held out (%d problems)", len(train), len(heldout),
-             len({r["task_id"] for r in heldout}))
+    log.info("PRM rows: %d train (%d problems), %d held out (%d problems)", len(train),
+             len({r["task_id"] for r in train}), len(heldout), len({r["task_id"] for r in heldout}))
     torch.manual_seed(config.seed)
     if prm is None:
         prm = ProcessRewardModel(PRMConfig(
@@ -204,6 +255,26 @@ def train_prm(config: PRMTrainConfig, rows: Sequence[dict] | None = None, prm: A
             lora_dropout=config.lora_dropout, lora_target_modules=config.lora_targets,
             max_length=config.max_length, device=config.device, dtype=config.dtype))
     metrics = {"before": evaluate_rows(prm, heldout)} if heldout else {}
+    # The held-out figures of every epoch so far, and the kept PRM in RUN/best with its own entry
+    # (written together, so a resumed run keeps choosing among all the epochs it trained).
+    history_path, best = run / "heldout_epochs.json", run / "best"
+    epochs: list[dict[str, Any]] = json.loads(history_path.read_text()) if history_path.is_file() else []
+
+    def choose(state: Any) -> None:
+        if not heldout or (epochs and epochs[-1]["step"] == state.global_step):
+            return
+        m = {"epoch": round(state.epoch or 0, 4), "step": state.global_step, **evaluate_rows(prm, heldout)}
+        trainer.log({f"heldout/{k}": v for k, v in m.items() if isinstance(v, (int, float)) and k != "step"})
+        kept = json.loads((best / "chosen.json").read_text()) if (best / "chosen.json").is_file() else None
+        if config.select == "last" or kept is None or _select_key(m, config.select) > _select_key(kept, config.select):
+            tmp = run / "best.tmp"
+            shutil.rmtree(tmp, ignore_errors=True)
+            prm.save(tmp)
+            (tmp / "chosen.json").write_text(json.dumps(m, indent=2))
+            shutil.rmtree(best, ignore_errors=True)
+            tmp.rename(best)
+        epochs.append(m)
+        write_atomic(history_path, json.dumps(epochs, indent=2))
 
     class PRMTrainer(Trainer):
         def compute_loss(self, model: Any, inputs: dict, return_outputs: bool = False, **kw: Any) -> Any:
@@ -212,9 +283,10 @@ def train_prm(config: PRMTrainConfig, rows: Sequence[dict] | None = None, prm: A
 
     class HeldOut(TrainerCallback):
         def on_epoch_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
-            if heldout:
-                m = evaluate_rows(prm, heldout)
-                trainer.log({f"heldout/{k}": v for k, v in m.items() if isinstance(v, (int, float))})
+            choose(state)
+
+        def on_train_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+            choose(state)  # a run cut by max_steps mid-epoch: its last weights are a candidate too
 
     stage = run / "train"
     args = {k: v for k, v in trainer_args(config, stage, config.epochs, config.max_steps).items() if k != "max_length"}
@@ -222,14 +294,22 @@ def train_prm(config: PRMTrainConfig, rows: Sequence[dict] | None = None, prm: A
     trainer = PRMTrainer(model=prm.model, args=TrainingArguments(**args), train_dataset=list(train),
                          data_collator=lambda batch: {"rows": batch}, callbacks=[HeldOut()])
     trainer.train(resume_from_checkpoint=last_checkpoint(stage))
-    final = prm.save(run / "final")
-    if heldout:
-        metrics["after"] = evaluate_rows(prm, heldout)
+    chosen = None
+    if heldout and (best / "chosen.json").is_file():
+        chosen = json.loads((best / "chosen.json").read_text())
+        final = run / "final"
+        shutil.rmtree(final, ignore_errors=True)
+        shutil.copytree(best, final)
+        metrics["after"] = {k: v for k, v in chosen.items() if k not in ("epoch", "step")}
+        log.info("PRM kept: epoch %s of %d (held-out %s %s)", chosen["epoch"], len(epochs), config.select,
+                 chosen.get(config.select))
+    else:
+        final = prm.save(run / "final")
     result = PRMTrainResult(final_dir=final, metrics=metrics, loss=loss_span(trainer.state.log_history),
-                            train_rows=len(train), heldout_rows=len(heldout))
+                            train_rows=len(train), heldout_rows=len(heldout), epochs=epochs, chosen=chosen)
     write_atomic(run / "metrics.json", json.dumps({**asdict(result), "final_dir": str(final)}, indent=2))
     return result
 
 
-__all__ = ["OBJECTIVES", "PRMTrainConfig", "PRMTrainResult", "auc", "evaluate_rows", "row_losses",
-           "split_heldout", "train_prm"]
+__all__ = ["OBJECTIVES", "PRMTrainConfig", "PRMTrainResult", "SELECT", "auc", "check_train_rows", "evaluate_rows",
+           "row_losses", "split_heldout", "subsample_problems", "train_prm"]
