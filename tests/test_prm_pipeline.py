@@ -75,6 +75,21 @@ def test_ranking_within_problems_and_gain_over_random():
     assert "gain" not in summarise_best_of_n(rows, BestOfNConfig(n=3))  # no PRM scores: random selectors only
 
 
+def test_collect_labels_by_the_chosen_reward_tests(tmp_path):
+    """--tests: the search is rewarded (and so its nodes labelled) by the tests asked for, pinned in the
+    search's config; the default stays the dataset tests; an unknown name is refused."""
+    import json
+
+    train = load_dataset("mbpp", "train")
+    for tests in (None, "visible"):
+        run = tmp_path / str(tests)
+        collect(PRMCollectConfig(model="scripted", split="train", limit=2, rollouts=2, children=2, max_steps=3,
+                                 tests=tests, run_dir=str(run)), generator=AlternatingPlans(train), progress=False)
+        assert json.loads((run / "search" / "config.json").read_text())["tests"] == (tests or "dataset")
+    with pytest.raises(PipelineError, match="unknown tests"):
+        collect(PRMCollectConfig(tests="hidden", run_dir=str(tmp_path / "bad")), generator=object())
+
+
 def test_prm_end_to_end(tiny, tmp_path):
     train = load_dataset("mbpp", "train")
     counts = collect(PRMCollectConfig(model="scripted", split="train", limit=6, rollouts=4, children=2,

@@ -77,6 +77,38 @@ def test_a_step_is_labelled_by_the_share_of_completions_from_it_that_pass(tmp_pa
         assert p["win"] == GOOD_PLAN or "Code of the good" in p["win"]
 
 
+class CheatingSlips(CoinPlans):
+    """CoinPlans whose slip after the good plan returns the visible test's answer: it passes the shown
+    test and fails the hidden ones."""
+
+    def generate(self, prompts, params):
+        out = super().generate(prompts, params)
+        for prompt, comps in zip(prompts, out):
+            if "slip" in comps[0].text:
+                entry = re.findall(r"The function must be named `([^`]+)`", prompt)[-1]
+                p = self.by_entry[entry]  # the reference first: its helpers (a class the test builds) stay
+                answer = p.tests[0].split("==")[-1].strip()
+                comps[0] = Completion(text=f" Code of a slip (Action 3)\n```python\n{p.reference}\n\n"
+                                           f"def {entry}(*args):\n    return {answer}\n```", token_ids=[1] * 4,
+                                      finish_reason="stop")
+        return out
+
+
+def test_labels_come_from_the_chosen_tests(tmp_path):
+    """--tests visible labels by the shown test: the good plan, whose slips pass it, is labelled 1.0,
+    where the dataset tests give it the share of right code; each path keeps its dataset verdict."""
+    train = load_dataset("mbpp", "train")
+    by = {t: shepherd(cfg(tmp_path / t, tests=t, limit=2), generator=CheatingSlips(train)) for t in ("visible", "dataset")}
+    labels = {t: [step_labels(r) for r in read_jsonl(tmp_path / t / "shepherd" / "labels.jsonl")] for t in by}
+    good = {t: [lab[(GOOD_PLAN,)] for lab in labels[t] if (GOOD_PLAN,) in lab] for t in by}
+    assert good["visible"] and set(good["visible"]) == {1.0}
+    assert len(good["dataset"]) == len(good["visible"]) and min(good["dataset"]) < 1.0
+    assert by["dataset"]["path_label_agreement"] == 1.0 and by["visible"]["path_label_agreement"] < 1.0
+    assert by["visible"]["tests"] == "visible"
+    with pytest.raises(PipelineError, match="tests must be"):
+        shepherd(cfg(tmp_path / "bad", tests="hidden"), generator=object())
+
+
 def test_an_interrupted_labelling_resumes_to_the_uninterrupted_result(tmp_path):
     train = load_dataset("mbpp", "train")
     whole = shepherd(cfg(tmp_path / "a"), generator=CoinPlans(train))

@@ -86,6 +86,9 @@ class PRMCollectConfig:
                                                                "selection (default 1 with --prm)", "metavar": "W"})
     prompt_style: str | None = field(default=None, metadata={"help": "fewshot (the default) or instruct (see "
                                                              "`o1code eval --prompt-style`)"})
+    tests: str | None = field(default=None, metadata={
+        "help": "the reward tests whose verdicts label the nodes: dataset (the default: the problems' own tests, "
+                "ORACLE labels, fine on train), tcg or tcg:SPEC (the test-case generator's), or visible"})
     ray: str | None = field(default=None, metadata={"help": "search the problems on Ray worker actors (as `o1code "
                                                     "eval --ray`): local, auto or a cluster ADDRESS; not pinned",
                                                     "metavar": "ADDRESS"})
@@ -101,7 +104,7 @@ class PRMCollectConfig:
             raise PipelineError(f"label must be soft or hard, got {self.label!r}")
         return EvalConfig(agent="mcts", mode=self.mode, model=self.model, dataset=self.dataset, split=self.split,
                           limit=self.limit, seed=self.seed, run_dir=str(Path(self.run_dir) / "search"),
-                          max_steps=self.max_steps, tests="dataset", show_tests=self.show_tests,
+                          max_steps=self.max_steps, tests=self.tests or "dataset", show_tests=self.show_tests,
                           max_step_tokens=self.max_step_tokens, rollouts=self.rollouts, children=self.children,
                           prm=self.prm, value_weight=self.value_weight, prompt_style=self.prompt_style,
                           ray=self.ray)
@@ -168,8 +171,8 @@ def collect(config: PRMCollectConfig, generator: Any = None, progress: bool = Tr
     ev = config.eval_config()
     answer_rows = answer_pair_rows(config)  # bad --answers fail before the search starts
     pin_config(config.run_dir, asdict(config), ignore=("run_dir", "limit", "ray", "answers"))
-    log.info("PRM collect on %s/%s: MCTS rewarded by the dataset tests (labels of %s data)", config.dataset,
-             config.split, "training" if config.split == "train" else "held-out")
+    log.info("PRM collect on %s/%s: MCTS rewarded by the %s tests (labels of %s data)", config.dataset,
+             config.split, ev.tests, "training" if config.split == "train" else "held-out")
     summary = run_eval(ev, generator=generator, progress=progress)
     problems = select_problems(ev)
     rows = prm_rows(Path(ev.run_dir) / "trajectories.jsonl", problems, config.mode, config.show_tests,

@@ -5,9 +5,12 @@ reaches an answer that passes the tests (Wang et al. 2024, "Math-Shepherd"; the 
 non-final step prefix of those paths, ``completions`` further episodes that start at the prefix. A
 non-final step's label is the share of its completions that pass (``label = "soft"``, Math-Shepherd's
 soft estimation) or whether any does (``"hard"``, its hard estimation); a final step's label is whether
-its own answer passes. The tests are the problem's dataset tests: on the **train** split these are
-training labels (ORACLE, as `o1code prm collect`'s search labels, and tagged so by the split), on
-``validation`` held-out rows for ``prm eval --rows``; ``test`` is refused.
+its own answer passes. The tests are the problem's dataset tests by default: on the **train** split
+these are training labels (ORACLE, as `o1code prm collect`'s search labels, and tagged so by the split),
+on ``validation`` held-out rows for ``prm eval --rows``; ``test`` is refused. ``tests="tcg"`` labels by
+the test-case generator's tests instead (``visible``: the shown test alone), the labels a run without
+the dataset's tests would have; each path keeps its dataset verdict beside its label, and the summary
+says how often the two agree.
 
 Unlike MCTS values, every label here is an estimate from the same number of independent completions,
 and the completions of one prefix are the siblings' ranking data: `shepherd_rows` writes point rows
@@ -68,6 +71,9 @@ class ShepherdConfig:
     top_k: int = 40
     prompt_style: str | None = field(default=None, metadata={"help": "fewshot (the default) or instruct"})
     label: str = field(default="soft", metadata={"help": "soft (share of completions that pass) or hard (any)"})
+    tests: str = field(default="dataset", metadata={
+        "help": "the tests whose verdict labels a step: dataset (the problems' own tests: ORACLE labels, fine on "
+                "train), tcg or tcg:SPEC (written by the test-case generator), or visible (the shown test only)"})
     margin: float = field(default=0.25, metadata={"help": "pair rows: least label gap between two sibling steps"})
     ray: str | None = field(default=None, metadata={"help": "label the problems on Ray worker actors (as `o1code "
                                                     "eval --ray`): local, auto or a cluster ADDRESS; not pinned",
@@ -77,6 +83,8 @@ class ShepherdConfig:
         check_data_split(self.split)
         if self.label not in ("soft", "hard"):
             raise PipelineError(f"label must be soft or hard, got {self.label!r}")
+        if self.tests not in ("dataset", "visible") and self.tests.partition(":")[0] != "tcg":
+            raise PipelineError(f"tests must be dataset, visible, tcg or tcg:SPEC, got {self.tests!r}")
         if self.paths < 1 or self.completions < 1:
             raise PipelineError("paths and completions must be >= 1")
         if self.prompt_style not in (None, *PROMPT_STYLES):
@@ -91,8 +99,11 @@ def _play(env: CodeEnv, agent: LLMAgent, state: EnvState) -> dict:
         obs, _, terminated, truncated, info = env.step(agent.act(obs, info))
         if terminated or truncated:
             break
+    # The label is the verdict of the env's reward tests (the run's `tests`); the judging tests' own
+    # verdict is kept beside it, to see how far labels from other tests stray.
     ev = EvalInfo.from_info(info)
-    return {"steps": list(env.get_state().steps), "passed": bool(ev and ev.all_passed)}
+    return {"steps": list(env.get_state().steps), "passed": info.get("verdict") == "passed",
+            "dataset_passed": bool(ev and ev.all_passed)}
 
 
 def _agent(generator: Any, config: ShepherdConfig, seed: int) -> LLMAgent:
@@ -177,7 +188,7 @@ def serve_problems(config: ShepherdConfig, generator: Any = None, progress: bool
     (the signature of `run_eval`'s, which `o1code.distributed.evaluate_on_ray` calls)."""
     generator = generator or load_step_generator(config.model)
     problems = select_problems(EvalConfig(dataset=config.dataset, split=config.split, limit=config.limit))
-    env = CodeEnv(mode=config.mode, problems=problems, max_steps=config.max_steps, tests="dataset",
+    env = CodeEnv(mode=config.mode, problems=problems, max_steps=config.max_steps, tests=config.tests,
                   show_tests=config.show_tests, sandbox=sandbox, prompt_style=config.prompt_style or "fewshot",
                   chat_template=chat_template_of(generator))
 
@@ -210,8 +221,8 @@ def shepherd(config: ShepherdConfig, generator: Any = None, sandbox: Any = None)
 
     if todo:
         log.info("Math-Shepherd labels on %s/%s: %d problems, %d paths each, %d completions per prefix "
-                 "(labels from the dataset tests, %s data)", config.dataset, config.split, len(todo),
-                 config.paths, config.completions, "training" if config.split == "train" else "held-out")
+                 "(labels from the %s tests, %s data)", config.dataset, config.split, len(todo), config.paths,
+                 config.completions, config.tests, "training" if config.split == "train" else "held-out")
         play_problems(config, todo, serve_problems, commit, generator, sandbox)
     records = [done[p.task_id] for p in problems]
     rows = shepherd_rows(records, problems, config.split, config.show_tests, config.label, config.margin)
@@ -224,6 +235,10 @@ def shepherd(config: ShepherdConfig, generator: Any = None, sandbox: Any = None)
                "tokens": sum(r["tokens"] for r in records),
                "path_pass_rate": fmean([p["passed"] for r in records for p in r["paths"]]) if records else None,
                "completion_pass_rate": fmean(completions) if completions else None,
+               "tests": config.tests,
+               # how often a path's label (its verdict on `tests`) is its verdict on the dataset tests
+               "path_label_agreement": fmean([p["passed"] == p.get("dataset_passed", p["passed"]) for r in records
+                                              for p in r["paths"]]) if records else None,
                "seconds": sum(r["seconds"] for r in records)}
     write_atomic(run / "summary.json", json.dumps(summary, indent=2))
     return summary
