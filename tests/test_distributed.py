@@ -475,3 +475,30 @@ def test_shepherd_and_best_of_n_on_ray_write_the_local_rows(ray_local, tmp_path)
     assert len(labels) == 4 and sorted(r["task_id"] for r in labels) == sorted({r["task_id"] for r in labels})
     assert sorted(samples(tmp_path / "br"), key=str) == sorted(samples(tmp_path / "bl"), key=str)
     assert len(samples(tmp_path / "br")) == 4 and bon_ray == bon_local
+
+
+def test_an_eval_worker_runs_llamacpp_on_the_cpus_it_reserved(monkeypatch, tmp_path):
+    """Two workers on 2 cores, each with llama.cpp's default of a thread per core, wait on each other at
+    every layer: a worker sets $O1CODE_LLAMA_THREADS to its CPUs before its model loads, unless the user
+    set it. (The worker class is run in this process: the rule is the worker's own.)"""
+    from o1code.distributed.eval import _EvalWorker
+    from o1code.sandboxes import SandboxConfig
+
+    seen = []
+
+    def build(cfg, generator=None, progress=False, sandbox=None, serve=None):
+        seen.append(os.environ.get("O1CODE_LLAMA_THREADS"))
+        return serve(lambda problem, trajectories: {})
+
+    cfg = EvalConfig(agent="greedy", mode="direct", tasks=TASKS[:1], run_dir=str(tmp_path))
+    for preset, want in ((None, "3"), ("2", "2")):
+        if preset is None:
+            monkeypatch.delenv("O1CODE_LLAMA_THREADS", raising=False)
+        else:
+            monkeypatch.setenv("O1CODE_LLAMA_THREADS", preset)
+        worker = _EvalWorker(build, cfg, None, SandboxConfig(), threads=3)
+        try:
+            worker.start()
+        finally:
+            worker.close()
+        assert seen[-1] == want

@@ -23,7 +23,8 @@ itself (a model error, the sandbox failing twice) stops the run as it does local
 
 Worker resources default to 1 CPU and no GPU each; ``$O1CODE_RAY_WORKERS``, ``$O1CODE_RAY_CPUS`` and
 ``$O1CODE_RAY_GPUS`` (per worker, read by the driver) override them for the CLI; the Python API takes
-`workers`, `num_cpus` and `num_gpus`.
+`workers`, `num_cpus` and `num_gpus`. A worker's llama.cpp uses as many threads as the CPUs it reserved
+(``$O1CODE_LLAMA_THREADS``, when set, wins).
 """
 
 from __future__ import annotations
@@ -65,17 +66,23 @@ def _remove_stale_dirs() -> None:
 class _EvalWorker:
     """The remote side: one sandbox, one generator, one env and agent; plays problems one at a time."""
 
-    def __init__(self, build: Callable, config: Any, generator: Any, sandbox_config: SandboxConfig) -> None:
+    def __init__(self, build: Callable, config: Any, generator: Any, sandbox_config: SandboxConfig,
+                 threads: int = 1) -> None:
         self.build = build
         self.config = config
         self.generator = generator
         self.sandbox_config = sandbox_config
+        self.threads = threads
         self.sandbox: Optional[LocalSandbox] = None
         self.solve: Optional[Callable] = None
         self.tmp: Optional[str] = None
 
     def start(self) -> dict[str, Any]:
         if self.solve is None:
+            # llama.cpp would start a thread per core of the node, and workers that share the cores then
+            # wait on each other at every layer (two such workers on 2 cores: several times slower than
+            # one): each uses the CPUs it reserved, unless the user set the count.
+            os.environ.setdefault("O1CODE_LLAMA_THREADS", str(self.threads))
             _remove_stale_dirs()
             self.tmp = tempfile.mkdtemp(prefix=f"{_TMP_PREFIX}{os.getpid()}-")
             # The sandbox first: a node that cannot confine code refuses before a model loads.
@@ -176,7 +183,7 @@ def evaluate_on_ray(
 
         def start(indices: Sequence[int]) -> None:
             for i in indices:
-                actors[i] = remote.remote(build, config, generator, sandbox_config)
+                actors[i] = remote.remote(build, config, generator, sandbox_config, max(1, int(num_cpus)))
             refs = [actors[i].start.remote() for i in indices]
             waited = 0
             try:
