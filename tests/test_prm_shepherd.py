@@ -161,3 +161,56 @@ def test_shepherd_cli_refuses_bad_input_in_one_line(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 2 and all(line.startswith("o1code: error:") for line in err)
     assert "train split" in err[0] and "completions" in err[1]
+
+
+def _protocol_commands():
+    """The `o1code ...` command lines of the PRM protocol's comments (continuations joined)."""
+    from pathlib import Path
+
+    text = Path("experiments/prm-mbpp-shepherd.toml").read_text()
+    lines = [line[1:].strip() for line in text.splitlines() if line.startswith("#")]
+    commands, current = [], None
+    for line in lines:
+        if current is not None:
+            current += " " + line.rstrip("\\").strip()
+            if not line.endswith("\\"):
+                commands.append(current)
+                current = None
+        elif line.startswith("o1code "):
+            current = line.rstrip("\\").strip()
+            if not line.endswith("\\"):
+                commands.append(current)
+                current = None
+    return commands
+
+
+@pytest.mark.parametrize("name", ["shepherd", "train", "eval"])
+def test_prm_protocol_files_are_valid(name):
+    """experiments/prm-mbpp-*.toml (issue 28's protocol): each file's keys are its command's, its values
+    pass the command's checks, and it never trains on or chooses with held-out problems."""
+    from o1code.cli.config import check_keys, read_toml
+    from o1code.pipeline.prm import BestOfNConfig
+    from o1code.training.prm import PRMTrainConfig
+
+    cls = {"shepherd": ShepherdConfig, "train": PRMTrainConfig, "eval": BestOfNConfig}[name]
+    data = read_toml(f"experiments/prm-mbpp-{name}.toml")
+    check_keys(cls, data, name)
+    cfg = cls(**data)
+    if name == "shepherd":
+        cfg.validate()
+        assert cfg.split == "train" and cfg.limit == len(load_dataset("mbpp", "train"))
+    elif name == "train":
+        assert cfg.epochs == 3 and cfg.objective == "both" and cfg.select == "pair_accuracy"
+    else:
+        assert cfg.split == "validation" and cfg.limit == len(load_dataset("mbpp", "validation")) and cfg.n == 8
+
+
+def test_prm_protocol_commands_parse():
+    import shlex
+
+    from o1code.cli import build_parser
+
+    commands = _protocol_commands()
+    assert len(commands) >= 10
+    for command in commands:
+        build_parser().parse_args(shlex.split(command)[1:])  # argparse exits on a bad flag
