@@ -62,7 +62,10 @@ def test_ranking_within_problems_and_gain_over_random():
     r = ranking([p1, p2, p3])
     assert r["pairs"] == 3 and r["pair_accuracy"] == (1 + 0.5 + 0) / 3
     assert r["visible_only_pairs"] == 2 and r["visible_only_accuracy"] == 0.5
-    assert ranking([p3])["pair_accuracy"] is None
+    assert (r["pair_problems"], r["visible_only_problems"]) == (2, 2)
+    lo, hi = r["pair_accuracy_ci"]
+    assert 0 <= lo <= r["pair_accuracy"] <= hi <= 1 and hi - lo > 0.3  # two problems: a wide interval
+    assert ranking([p3])["pair_accuracy"] is None and ranking([p3])["pair_accuracy_ci"] is None
 
     rows = [{"task_id": f"t{i}", "samples": [dict(x, steps=[]) for x in p]} for i, p in enumerate((p1, p2, p3))]
     scores = {f"t{i}": [[x["score"]] for x in p] for i, p in enumerate((p1, p2, p3))}

@@ -15,7 +15,7 @@ from o1code.models import Completion
 from o1code.pipeline import EvalConfig, run_eval
 from o1code.pipeline.compare import compare_runs
 from o1code.pipeline.errors import ComparisonError
-from o1code.pipeline.stats import bootstrap_ci, ks_up_to, mcnemar_exact, paired_bootstrap_ci, pass_at_k
+from o1code.pipeline.stats import bootstrap_ci, ks_up_to, mcnemar_exact, paired_bootstrap_ci, pass_at_k, ratio_ci
 
 TASKS = [f"mbpp/{i}" for i in range(11, 19)]
 
@@ -77,6 +77,16 @@ def test_bootstrap_ci_is_seeded_and_shrinks_with_n():
     wide = bootstrap_ci(v, seed=3)
     assert wide[1] - wide[0] > 2 * (narrow[1] - narrow[0])
     assert all(math.isnan(x) for x in bootstrap_ci([]))
+
+
+def test_ratio_ci_resamples_problems_not_pairs():
+    """One problem with many pairs all won and many problems with one pair each all lost: the pooled
+    share is high, but resampling problems shows how much it rests on that one problem."""
+    wins, counts = [50.0] + [0.0] * 9, [50] + [1] * 9
+    lo, hi = ratio_ci(wins, counts)
+    assert lo < 50 / 59 < hi and hi - lo > 0.1
+    assert ratio_ci([3.0, 3.0], [3, 3]) == (1.0, 1.0) and ratio_ci([1.0], [4], seed=1) == (0.25, 0.25)
+    assert all(math.isnan(v) for v in ratio_ci([], []))
 
 
 def test_paired_ci_sees_a_difference_that_unpaired_intervals_hide():

@@ -11,12 +11,17 @@ def ranking(scored_rows: Sequence[Sequence[dict]]) -> dict[str, Any]:
     """How the PRM ranks within a problem (each sample a dict with ``score``, ``passed`` on the hidden
     tests and ``reward_passed`` on the visible ones): over every pair of one problem's samples of which
     one passes the hidden tests and the other fails them, the share the PRM scores higher (a tie counts
-    half): ``pair_accuracy`` over ``pairs``; the same over the pairs (passes, passes only the visible
-    tests), the distinction a selector needs beyond the visible test: ``visible_only_accuracy`` over
-    ``visible_only_pairs``. None where there is no pair. 0.5 is chance."""
-    won = {"all": 0.0, "visible": 0.0}
-    count = {"all": 0, "visible": 0}
+    half): ``pair_accuracy`` over ``pairs`` from ``pair_problems`` problems, with a 95% bootstrap CI over
+    problems (``pair_accuracy_ci``); the same over the pairs (passes, passes only the visible tests), the
+    distinction a selector needs beyond the visible test: ``visible_only_accuracy`` over
+    ``visible_only_pairs`` (``visible_only_problems``, ``visible_only_ci``). None where there is no pair.
+    0.5 is chance."""
+    from o1code.pipeline.stats import ratio_ci
+
+    per: dict[str, list[tuple[float, int]]] = {"all": [], "visible": []}
     for samples in scored_rows:
+        won = {"all": 0.0, "visible": 0.0}
+        count = {"all": 0, "visible": 0}
         good = [s["score"] for s in samples if s["passed"]]
         for bad in samples:
             if bad["passed"]:
@@ -26,9 +31,18 @@ def ranking(scored_rows: Sequence[Sequence[dict]]) -> dict[str, Any]:
                 for k in kinds:
                     won[k] += 1.0 if g > bad["score"] else 0.5 if g == bad["score"] else 0.0
                     count[k] += 1
-    return {"pair_accuracy": won["all"] / count["all"] if count["all"] else None, "pairs": count["all"],
-            "visible_only_accuracy": won["visible"] / count["visible"] if count["visible"] else None,
-            "visible_only_pairs": count["visible"]}
+        for k in per:
+            if count[k]:
+                per[k].append((won[k], count[k]))
+    out: dict[str, Any] = {}
+    for k, name, n_name, p_name, ci_name in (("all", "pair_accuracy", "pairs", "pair_problems", "pair_accuracy_ci"),
+                                             ("visible", "visible_only_accuracy", "visible_only_pairs",
+                                              "visible_only_problems", "visible_only_ci")):
+        wins, counts = [w for w, _ in per[k]], [c for _, c in per[k]]
+        out[name] = sum(wins) / sum(counts) if counts else None
+        out[n_name], out[p_name] = sum(counts), len(counts)
+        out[ci_name] = list(ratio_ci(wins, counts)) if counts else None
+    return out
 
 
 def best_of_n_table(summary: dict) -> str:
@@ -44,9 +58,14 @@ def best_of_n_table(summary: dict) -> str:
     if rk:
         def share(v: float | None) -> str:
             return "-" if v is None else f"{100 * v:.1f}%"
+        def ci(v: list[float] | None) -> str:
+            return "" if not v else f" [{share(v[0])}, {share(v[1])}]"
         lines += ["", f"within a problem: the PRM ranks a correct sample above a failing one in "
-                      f"{share(rk['pair_accuracy'])} of {rk['pairs']} pairs, above one passing only the visible "
-                      f"tests in {share(rk['visible_only_accuracy'])} of {rk['visible_only_pairs']} (chance: 50%)"]
+                      f"{share(rk['pair_accuracy'])}{ci(rk.get('pair_accuracy_ci'))} of {rk['pairs']} pairs "
+                      f"({rk.get('pair_problems', '?')} problems), above one passing only the visible tests in "
+                      f"{share(rk['visible_only_accuracy'])}{ci(rk.get('visible_only_ci'))} of "
+                      f"{rk['visible_only_pairs']} ({rk.get('visible_only_problems', '?')} problems); chance: 50%, "
+                      "95% CIs over problems"]
     held = summary.get("heldout")
     if held:
         auc = "-" if held.get("auc") is None else f"{held['auc']:.3f}"

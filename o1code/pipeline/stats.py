@@ -9,6 +9,8 @@ Torch-free (numpy and the standard library), so reports and `o1code compare` run
   0/1, or per-problem pass@k estimates): the uncertainty that comes from which problems were drawn.
 - `paired_bootstrap_ci`: the same for the mean per-problem difference of two runs on the same problems;
   pairing removes the between-problem variance that dominates an unpaired comparison.
+- `ratio_ci`: a bootstrap over problems of a pooled share (comparisons won / made, e.g. a PRM's
+  within-problem pair accuracy), where the comparisons of one problem are not independent.
 - `mcnemar_exact`: the exact McNemar test (a two-sided binomial sign test on the discordant pairs).
 
 Every resampling is seeded, so a report is reproducible to the digit.
@@ -69,6 +71,24 @@ def bootstrap_ci(values: Sequence[float], seed: int = 0, n_boot: int = N_BOOT,
     return (float(lo), float(hi))
 
 
+def ratio_ci(wins: Sequence[float], counts: Sequence[float], seed: int = 0, n_boot: int = N_BOOT,
+             level: float = LEVEL) -> tuple[float, float]:
+    """Percentile bootstrap interval of ``sum(wins) / sum(counts)`` where ``wins[i]`` of ``counts[i]``
+    comparisons were won on problem i (problems resampled, so pairs of one problem move together: they
+    are not independent). (nan, nan) without any comparison."""
+    w, c = _check(wins), _check(counts)
+    if w.shape != c.shape:
+        raise ValueError(f"wins and counts need equal lengths ({w.size} vs {c.size})")
+    if c.sum() <= 0:
+        return (math.nan, math.nan)
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, c.size, size=(n_boot, c.size))
+    tot = c[idx].sum(axis=1)
+    ratios = w[idx].sum(axis=1)[tot > 0] / tot[tot > 0]  # a resample without any pair says nothing
+    lo, hi = np.quantile(ratios, [(1 - level) / 2, (1 + level) / 2])
+    return (float(lo), float(hi))
+
+
 def paired_bootstrap_ci(a: Sequence[float], b: Sequence[float], seed: int = 0, n_boot: int = N_BOOT,
                         level: float = LEVEL) -> tuple[float, float]:
     """Percentile bootstrap interval of ``mean(b) - mean(a)`` where ``a[i]`` and ``b[i]`` are the two runs'
@@ -104,4 +124,4 @@ def ci_yerr(values: Sequence[float], cis: Sequence[Sequence[float] | None]) -> l
 
 
 __all__ = ["LEVEL", "N_BOOT", "bootstrap_ci", "ci_yerr", "ks_up_to", "mcnemar_exact", "paired_bootstrap_ci",
-           "pass_at_k"]
+           "pass_at_k", "ratio_ci"]
