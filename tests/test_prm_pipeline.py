@@ -75,6 +75,13 @@ def test_ranking_within_problems_and_gain_over_random():
     assert g["diff"] == pytest.approx(2 / 3 - (1 / 3 + 1 / 2 + 1) / 3)
     assert g["ci"][0] <= g["diff"] <= g["ci"][1]
     assert summary["ranking"] == r and "visible+prm - visible+random" in summary["gain"]
+    # what any selector could do: random at its expectation, a perfect pick, and where the pick matters
+    h = summary["headroom"]
+    assert h["random"]["expected"] == pytest.approx((1 / 3 + 1 / 2 + 1) / 3) and h["random"]["perfect"] == 1.0
+    assert h["visible+random"]["expected"] == pytest.approx((1 / 2 + 1 / 2 + 1) / 3)
+    assert h["random"]["mixed_problems"] == h["visible+random"]["mixed_problems"] == 2
+    lo, hi = h["random"]["expected_ci"]
+    assert lo <= h["random"]["expected"] <= hi
     assert "gain" not in summarise_best_of_n(rows, BestOfNConfig(n=3))  # no PRM scores: random selectors only
 
 

@@ -42,7 +42,7 @@ from o1code.models import chat_template_of
 from o1code.pipeline.errors import PipelineError
 from o1code.pipeline.evaluate import EvalConfig, load_step_generator, run_eval, select_problems
 from o1code.pipeline.prm_report import best_of_n_table, plot_best_of_n, ranking
-from o1code.pipeline.stats import paired_bootstrap_ci
+from o1code.pipeline.stats import bootstrap_ci, paired_bootstrap_ci
 from o1code.rewards.process import default_question
 from o1code.runs import append_jsonl, digest, pin_config, read_jsonl, write_atomic, write_jsonl
 from o1code.training.sft import collection_settings
@@ -412,6 +412,7 @@ def summarise_best_of_n(rows: Sequence[dict], config: BestOfNConfig,
     selectors = config.selectors
     picks: dict[str, list[float]] = {s: [] for s in selectors}
     expected: dict[str, list[float]] = {"random": [], "visible+random": []}
+    ceiling: dict[str, list[float]] = {"random": [], "visible+random": []}  # a perfect pick from the pool
     scored_rows = []
     for r in counted:
         steps = (scores or {}).get(r["task_id"]) or [[] for _ in r["samples"]]
@@ -423,6 +424,7 @@ def summarise_best_of_n(rows: Sequence[dict], config: BestOfNConfig,
         for sel in expected:
             pool = _pool(scored, sel)[0]
             expected[sel].append(fmean([s["passed"] for s in pool]) if pool else 0.0)
+            ceiling[sel].append(float(any(s["passed"] for s in pool)))
     n = len(counted) or 1
     extra: dict[str, Any] = {}
     if scores:
@@ -436,6 +438,12 @@ def summarise_best_of_n(rows: Sequence[dict], config: BestOfNConfig,
     return {"problems": len(counted), "n": config.n, "aggregate": config.aggregate, "prm": config.prm,
             "model": config.model, "split": config.split, **extra,
             "pass_at_1": {sel: sum(picks[sel]) / n for sel in selectors},
+            # What any selector can do with these samples: random's expectation, a perfect pick from the
+            # same pool, and the problems where the pick matters (a pool holding right and wrong answers).
+            "headroom": {sel: {"expected": fmean(expected[sel]) if counted else 0.0,
+                               "expected_ci": list(bootstrap_ci(expected[sel], seed=config.seed)) if counted else None,
+                               "perfect": fmean(ceiling[sel]) if counted else 0.0,
+                               "mixed_problems": sum(0 < e < 1 for e in expected[sel])} for sel in expected},
             "oracle_pass_at_n": sum(any(s["passed"] for s in r["samples"]) for r in counted) / n,
             "visible_any": sum(any(s["reward_passed"] for s in r["samples"]) for r in counted) / n,
             "sample_pass_rate": sum(s["passed"] for r in counted for s in r["samples"])
@@ -444,5 +452,4 @@ def summarise_best_of_n(rows: Sequence[dict], config: BestOfNConfig,
 
 __all__ = ["AGGREGATES", "BestOfNConfig", "PRMCollectConfig", "SELECTORS", "answer_pair_rows", "best_of_n",
            "best_of_n_table", "check_data_split", "collect", "play_problems", "plot_best_of_n", "prm_rows", "ranking",
-           "select",
-           "summarise_best_of_n", "trajectory_score"]
+           "select", "summarise_best_of_n", "trajectory_score"]

@@ -51,6 +51,12 @@ def best_of_n_table(summary: dict) -> str:
              f"(PRM score: {summary['aggregate']} step)", "", "| selector | Pass@1 |", "|---|---|"]
     lines += [f"| {sel} | {100 * v:.1f} |" for sel, v in summary["pass_at_1"].items()]
     lines += [f"| oracle pass@{summary['n']} (ceiling) | {100 * summary['oracle_pass_at_n']:.1f} |"]
+    for sel, h in summary.get("headroom", {}).items():
+        pool = "all samples" if sel == "random" else "the samples passing the visible tests (else all)"
+        lo, hi = h["expected_ci"] or (float("nan"), float("nan"))
+        lines += ["", f"from {pool}: a random pick passes {100 * h['expected']:.1f} [{100 * lo:.1f}, {100 * hi:.1f}] "
+                      f"(expectation), a perfect one {100 * h['perfect']:.1f}; the pick matters on "
+                      f"{h['mixed_problems']} of {summary['problems']} problems"]
     for name, g in summary.get("gain", {}).items():
         lines += ["", f"{name}: {100 * g['diff']:+.1f} points [{100 * g['ci'][0]:+.1f}, {100 * g['ci'][1]:+.1f}] "
                       "(paired 95% CI over problems; random at its expectation)"]
