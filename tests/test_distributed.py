@@ -445,7 +445,7 @@ def test_shepherd_and_best_of_n_on_ray_write_the_local_rows(ray_local, tmp_path)
     from test_prm_shepherd import CoinPlans, cfg
 
     from o1code.data import load_dataset
-    from o1code.pipeline.prm import BestOfNConfig, best_of_n
+    from o1code.pipeline.prm_best_of_n import BestOfNConfig, best_of_n
     from o1code.pipeline.prm_shepherd import shepherd
     from o1code.runs import read_jsonl
 

@@ -10,8 +10,9 @@ from o1code.data.trajectories import read_trajectories  # noqa: E402
 from o1code.models.tiny import build_tiny_model  # noqa: E402
 from o1code.pipeline import EvalConfig, run_eval  # noqa: E402
 from o1code.pipeline.errors import PipelineError  # noqa: E402
-from o1code.pipeline.prm import (BestOfNConfig, PRMCollectConfig, best_of_n, collect, ranking,  # noqa: E402
-                                 select, summarise_best_of_n, trajectory_score)
+from o1code.pipeline.prm import PRMCollectConfig, collect  # noqa: E402
+from o1code.pipeline.prm_best_of_n import (BestOfNConfig, best_of_n, ranking, select,  # noqa: E402
+                                           summarise_best_of_n, trajectory_score)
 from o1code.runs import read_jsonl  # noqa: E402
 from o1code.training.prm import PRMTrainConfig, train_prm  # noqa: E402
 

@@ -189,7 +189,7 @@ def test_prm_protocol_files_are_valid(name):
     """experiments/prm-mbpp-*.toml (issue 28's protocol): each file's keys are its command's, its values
     pass the command's checks, and it never trains on or chooses with held-out problems."""
     from o1code.cli.config import check_keys, read_toml
-    from o1code.pipeline.prm import BestOfNConfig
+    from o1code.pipeline.prm_best_of_n import BestOfNConfig
     from o1code.training.prm import PRMTrainConfig
 
     cls = {"shepherd": ShepherdConfig, "train": PRMTrainConfig, "eval": BestOfNConfig}[name]
@@ -214,3 +214,65 @@ def test_prm_protocol_commands_parse():
     assert len(commands) >= 10
     for command in commands:
         build_parser().parse_args(shlex.split(command)[1:])  # argparse exits on a bad flag
+
+
+class CountingCalls(CoinPlans):
+    """CoinPlans that counts its generate calls and the samples asked for."""
+
+    def __init__(self, problems):
+        super().__init__(problems)
+        self.generate_calls = 0
+        self.samples = 0
+
+    def generate(self, prompts, params):
+        self.generate_calls += 1
+        self.samples += len(prompts) * params.n
+        return super().generate(prompts, params)
+
+
+def test_lockstep_labels_with_one_call_per_round_and_resumes(tmp_path):
+    """--lockstep: the labels keep their meaning (a plan's label is the share of its completions that
+    pass: good in (0, 1), bad 0) while the model is called once per round and group size, not once per
+    step of each episode; an interrupted run resumes to the uninterrupted one."""
+    train = load_dataset("mbpp", "train")
+    gen = CountingCalls(train)
+    summary = shepherd(cfg(tmp_path / "a", lockstep=True), generator=gen)
+    records = read_jsonl(tmp_path / "a" / "shepherd" / "labels.jsonl")
+    good = [v for r in records for p in r["prefixes"] if p["steps"] == [GOOD_PLAN] for v in p["passed"]]
+    bad = [v for r in records for p in r["prefixes"] if p["steps"] == [BAD_PLAN] for v in p["passed"]]
+    assert good and bad and not any(bad) and 0 < sum(good) < len(good)
+    assert all(len(p["passed"]) == 6 for r in records for p in r["prefixes"])
+    # the scripted episodes are plan then code: every prefix is a plan, every completion one step
+    assert {len(p["steps"]) for r in records for p in r["paths"]} == {2}
+    steps_played = sum(len(p["steps"]) for r in records for p in r["paths"]) + \
+        sum(6 for r in records for p in r["prefixes"])
+    assert gen.samples == steps_played  # every step of every episode asked for exactly once
+    assert gen.generate_calls <= 4 * 2 * 3 * 2  # problems x (paths, completions) x rounds x group sizes
+    assert gen.generate_calls * 5 < steps_played
+    assert summary["episodes"] == sum(len(r["paths"]) + 6 * len(r["prefixes"]) for r in records)
+    with pytest.raises(KeyboardInterrupt):
+        shepherd(cfg(tmp_path / "b", lockstep=True), generator=CoinPlans(train, crash_after=10))
+    assert 0 < len(read_jsonl(tmp_path / "b" / "shepherd" / "labels.jsonl")) < 4
+    resumed = shepherd(cfg(tmp_path / "b", lockstep=True), generator=CoinPlans(train))
+    assert read_jsonl(resumed["rows"]) == read_jsonl(summary["rows"])
+
+
+def test_best_of_n_lockstep_draws_n_samples_per_round_call(tmp_path):
+    """prm eval --lockstep: a problem's n samples are drawn together (one call per round and group size),
+    judged as one at a time are, and a rerun resumes without sampling again."""
+    from o1code.pipeline.prm_best_of_n import BestOfNConfig, best_of_n
+
+    valid = load_dataset("mbpp", "validation")
+    gen = CountingCalls(valid)
+    config = BestOfNConfig(model="scripted", split="validation", limit=3, n=6, max_steps=3, lockstep=True,
+                           run_dir=str(tmp_path / "bon"))
+    summary = best_of_n(config, generator=gen)
+    rows = read_jsonl(tmp_path / "bon" / "samples.jsonl")
+    assert len(rows) == 3 and all(len(r["samples"]) == 6 for r in rows)
+    assert gen.samples == sum(len(s["steps"]) for r in rows for s in r["samples"])
+    assert gen.generate_calls <= 3 * 3 * 2 and gen.generate_calls * 4 < gen.samples
+    plans = [s["steps"][0] for r in rows for s in r["samples"]]
+    assert GOOD_PLAN in plans and BAD_PLAN in plans  # n samples of one prompt differ
+    for s in (s for r in rows for s in r["samples"]):  # judged as the one-at-a-time samples are
+        assert s["passed"] == (s["steps"][0] == GOOD_PLAN and "slip" not in s["steps"][-1])
+    assert best_of_n(config, generator=object()) == summary

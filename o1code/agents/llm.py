@@ -1,12 +1,14 @@
-"""The `Agent` protocol and `LLMAgent`, which writes each reasoning step with a language model."""
+"""The `Agent` protocol and `LLMAgent`, which writes each reasoning step with a language model; and
+`play_lockstep`, which plays many episodes with one model call per round (the batched path)."""
 
 from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from typing import Any, Mapping, Protocol, runtime_checkable
+from typing import Any, Mapping, Protocol, Sequence, runtime_checkable
 
 from o1code.data.formats import STEP_STOPS
+from o1code.envs import EnvState, EvalInfo
 from o1code.models import Generator, SamplingParams
 
 
@@ -74,3 +76,52 @@ class LLMAgent:
         (completion,) = self.generator.generate([observation["prompt"]], self.params(seed=seed))[0]
         self.tokens += len(completion.token_ids)
         return completion.text
+
+
+def play_lockstep(env: Any, generator: Generator, starts: Sequence[EnvState], config: LLMConfig,
+                  seed: int) -> list[dict[str, Any]]:
+    """Play one episode from each state of `starts` to its end in `env` (a `CodeEnv` over their
+    problems), all together: each round asks `generator` once for the next step of every episode still
+    running (equal prompts once, as ``n`` samples), so a backend that batches (hf, vllm) decodes them
+    side by side where `LLMAgent` would make one call per step of each episode. Round r's call for
+    groups of n equal prompts is seeded ``problem_seed(seed, f"round{r}/n{n}")``: the episodes depend
+    on `seed` and on which states were started together, not on anything played before.
+
+    Returns, per start in order: ``steps`` (all of them, the start's included), ``code`` (the answer,
+    None if truncated without one), ``reward``, ``reward_passed`` (the reward tests' verdict),
+    ``passed`` (every dataset test passes) and ``tokens`` (generated)."""
+    c = config
+    states = list(starts)
+    out: list[dict[str, Any] | None] = [None] * len(states)
+    tokens = [0] * len(states)
+    active, rnd = list(range(len(states))), 0
+    while active:
+        where: dict[str, list[int]] = {}
+        for i in active:
+            env.set_state(states[i])
+            where.setdefault(env.observation()["prompt"], []).append(i)
+        texts: dict[int, str] = {}
+        for n in sorted({len(v) for v in where.values()}):
+            batch = [p for p, v in where.items() if len(v) == n]
+            params = SamplingParams(n=n, temperature=c.temperature, top_p=c.top_p, top_k=c.top_k,
+                                    max_tokens=c.max_step_tokens, stop=STEP_STOPS,
+                                    seed=problem_seed(seed, f"round{rnd}/n{n}"))
+            for prompt, comps in zip(batch, generator.generate(batch, params)):
+                comps = list(comps) * n if len(comps) == 1 else list(comps)  # greedy: one completion for n
+                for i, comp in zip(where[prompt], comps):
+                    texts[i] = comp.text
+                    tokens[i] += len(comp.token_ids)
+        still = []
+        for i in active:
+            env.set_state(states[i])
+            _, reward, terminated, truncated, info = env.step(texts[i])
+            states[i] = env.get_state()
+            if terminated or truncated:
+                ev = EvalInfo.from_info(info)
+                out[i] = {"steps": list(states[i].steps), "code": info.get("code"), "reward": float(reward),
+                          "reward_passed": info.get("verdict") == "passed", "passed": bool(ev and ev.all_passed),
+                          "tokens": tokens[i]}
+            else:
+                still.append(i)
+        active, rnd = still, rnd + 1
+    return out  # type: ignore[return-value]

@@ -7,7 +7,8 @@ import json
 from typing import Any
 
 from o1code.cli.config import add_config_flags, config_from_args
-from o1code.pipeline.prm import BestOfNConfig, PRMCollectConfig
+from o1code.pipeline.prm import PRMCollectConfig
+from o1code.pipeline.prm_best_of_n import BestOfNConfig
 from o1code.pipeline.prm_shepherd import ShepherdConfig
 from o1code.runs import lock_run_dir
 from o1code.training.prm import PRMTrainConfig
@@ -53,7 +54,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from o1code.pipeline.prm import best_of_n, best_of_n_table
+    from o1code.pipeline.prm_best_of_n import best_of_n, best_of_n_table
 
     config = config_from_args(BestOfNConfig, args)
     with lock_run_dir(config.run_dir):

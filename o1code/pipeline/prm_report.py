@@ -1,4 +1,4 @@
-"""The report of ``o1code prm eval``'s best-of-N (`o1code.pipeline.prm.best_of_n`): the PRM's ranking
+"""The report of ``o1code prm eval``'s best-of-N (`o1code.pipeline.prm_best_of_n`): the PRM's ranking
 within a problem, and the summary as a markdown table and as a bar chart (every figure from the summary dict)."""
 
 from __future__ import annotations

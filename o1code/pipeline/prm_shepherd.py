@@ -33,7 +33,7 @@ from pathlib import Path
 from statistics import fmean
 from typing import Any, Sequence
 
-from o1code.agents import LLMAgent, LLMConfig
+from o1code.agents import LLMAgent, LLMConfig, play_lockstep
 from o1code.agents.llm import problem_seed
 from o1code.data import Problem
 from o1code.data.prompts import PROMPT_STYLES
@@ -75,6 +75,10 @@ class ShepherdConfig:
         "help": "the tests whose verdict labels a step: dataset (the problems' own tests: ORACLE labels, fine on "
                 "train), tcg or tcg:SPEC (written by the test-case generator), or visible (the shown test only)"})
     margin: float = field(default=0.25, metadata={"help": "pair rows: least label gap between two sibling steps"})
+    lockstep: bool = field(default=False, metadata={
+        "help": "play a problem's paths together, then all its completions together, one model call per round "
+                "(agents.play_lockstep): the fast path on backends that batch (hf, vllm on a GPU); the seeds are "
+                "per round, not per episode, so the labels differ from the one-at-a-time run's"})
     ray: str | None = field(default=None, metadata={"help": "label the problems on Ray worker actors (as `o1code "
                                                     "eval --ray`): local, auto or a cluster ADDRESS; not pinned",
                                                     "metavar": "ADDRESS"})
@@ -111,9 +115,30 @@ def _agent(generator: Any, config: ShepherdConfig, seed: int) -> LLMAgent:
                                          max_step_tokens=config.max_step_tokens, seed=seed))
 
 
+def _label_lockstep(env: CodeEnv, generator: Any, problem: Problem, config: ShepherdConfig) -> dict:
+    """`label_problem` with `play_lockstep`: the paths in one batch, then every completion of every
+    distinct prefix in another."""
+    task = problem.task_id
+    cfg = LLMConfig(temperature=config.temperature, top_p=config.top_p, top_k=config.top_k,
+                    max_step_tokens=config.max_step_tokens)
+    played = play_lockstep(env, generator, [EnvState(task, (), False)] * config.paths, cfg,
+                           problem_seed(config.seed, f"{task}/paths"))
+    paths = [{"steps": e["steps"], "passed": e["reward_passed"], "dataset_passed": e["passed"]} for e in played]
+    prefixes = list(dict.fromkeys(tuple(p["steps"][:i]) for p in paths for i in range(1, len(p["steps"]))))
+    starts = [EnvState(task, prefix, False) for prefix in prefixes for _ in range(config.completions)]
+    done = play_lockstep(env, generator, starts, cfg, problem_seed(config.seed, f"{task}/completions"))
+    k = config.completions
+    return {"task_id": task, "known_bad": problem.known_bad, "paths": paths,
+            "prefixes": [{"steps": list(p), "passed": [e["reward_passed"] for e in done[j * k:(j + 1) * k]]}
+                         for j, p in enumerate(prefixes)],
+            "tokens": sum(e["tokens"] for e in played + done)}
+
+
 def label_problem(env: CodeEnv, generator: Any, problem: Problem, config: ShepherdConfig) -> dict:
     """The problem's record: ``paths`` (steps, passed) and ``prefixes`` (each distinct non-final step
     prefix of the paths, with the pass of each of its completions), and the tokens generated."""
+    if config.lockstep:
+        return _label_lockstep(env, generator, problem, config)
     env.reset(options={"task_id": problem.task_id})
     start = env.get_state()
     agents = []
