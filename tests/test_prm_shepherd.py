@@ -171,16 +171,12 @@ def _protocol_commands():
     lines = [line[1:].strip() for line in text.splitlines() if line.startswith("#")]
     commands, current = [], None
     for line in lines:
-        if current is not None:
-            current += " " + line.rstrip("\\").strip()
-            if not line.endswith("\\"):
-                commands.append(current)
-                current = None
-        elif line.startswith("o1code "):
-            current = line.rstrip("\\").strip()
-            if not line.endswith("\\"):
-                commands.append(current)
-                current = None
+        if current is None and not line.startswith("o1code "):
+            continue
+        current = f"{current} " * (current is not None) + line.rstrip("\\").strip()
+        if not line.endswith("\\"):
+            commands.append(current)
+            current = None
     return commands
 
 

@@ -90,7 +90,7 @@ def play_lockstep(env: Any, generator: Generator, starts: Sequence[EnvState], co
     Returns, per start in order: ``steps`` (all of them, the start's included), ``code`` (the answer,
     None if truncated without one), ``reward``, ``reward_passed`` (the reward tests' verdict),
     ``passed`` (every dataset test passes) and ``tokens`` (generated)."""
-    c = config
+    agent = LLMAgent(generator, config)  # its `params` are the sampling parameters of each call
     states = list(starts)
     out: list[dict[str, Any] | None] = [None] * len(states)
     tokens = [0] * len(states)
@@ -103,9 +103,7 @@ def play_lockstep(env: Any, generator: Generator, starts: Sequence[EnvState], co
         texts: dict[int, str] = {}
         for n in sorted({len(v) for v in where.values()}):
             batch = [p for p, v in where.items() if len(v) == n]
-            params = SamplingParams(n=n, temperature=c.temperature, top_p=c.top_p, top_k=c.top_k,
-                                    max_tokens=c.max_step_tokens, stop=STEP_STOPS,
-                                    seed=problem_seed(seed, f"round{rnd}/n{n}"))
+            params = agent.params(n=n, seed=problem_seed(seed, f"round{rnd}/n{n}"))
             for prompt, comps in zip(batch, generator.generate(batch, params)):
                 comps = list(comps) * n if len(comps) == 1 else list(comps)  # greedy: one completion for n
                 for i, comp in zip(where[prompt], comps):

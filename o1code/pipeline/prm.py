@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from o1code.agents import LLMConfig
 from o1code.data import Problem, load_dataset
 from o1code.data.trajectories import (answer_pairs, in_problem_order, pairwise_examples, pointwise_examples,
                                       read_trajectories)
@@ -164,6 +165,13 @@ def collect(config: PRMCollectConfig, generator: Any = None, progress: bool = Tr
     return counts
 
 
+def sampling(config: Any, seed: int = 0) -> LLMConfig:
+    """The `LLMConfig` of a stage that samples episodes (shepherd, best-of-N): its temperature, top-p,
+    top-k and step length, and `seed`."""
+    return LLMConfig(temperature=config.temperature, top_p=config.top_p, top_k=config.top_k,
+                     max_step_tokens=config.max_step_tokens, seed=seed)
+
+
 def play_problems(config: Any, todo: Sequence[Problem], serve: Callable, commit: Callable[[dict], None],
                   generator: Any = None, sandbox: Any = None) -> None:
     """Play `todo` with the stage's `serve` (``serve(config, generator, sandbox=, serve=)`` builds its
@@ -187,4 +195,5 @@ def play_problems(config: Any, todo: Sequence[Problem], serve: Callable, commit:
                 sandbox.close()
 
 
-__all__ = ["PRMCollectConfig", "answer_pair_rows", "check_data_split", "collect", "play_problems", "prm_rows"]
+__all__ = ["PRMCollectConfig", "answer_pair_rows", "check_data_split", "collect", "play_problems", "prm_rows",
+           "sampling"]

@@ -25,7 +25,7 @@ from pathlib import Path
 from statistics import fmean
 from typing import Any, Callable, Sequence
 
-from o1code.agents import LLMAgent, LLMConfig, play_lockstep
+from o1code.agents import LLMAgent, play_lockstep
 from o1code.agents.llm import problem_seed
 from o1code.data import Problem
 from o1code.data.prompts import PROMPT_STYLES
@@ -33,7 +33,7 @@ from o1code.envs import CodeEnv, EnvState, EvalInfo
 from o1code.models import chat_template_of
 from o1code.pipeline.errors import PipelineError
 from o1code.pipeline.evaluate import EvalConfig, load_step_generator, select_problems
-from o1code.pipeline.prm import play_problems
+from o1code.pipeline.prm import play_problems, sampling
 from o1code.pipeline.prm_report import best_of_n_table, plot_best_of_n, ranking
 from o1code.pipeline.stats import bootstrap_ci, paired_bootstrap_ci
 from o1code.rewards.process import default_question
@@ -126,9 +126,7 @@ def select(samples: Sequence[dict], selector: str, rng: random.Random) -> dict:
 def _sample_problem(env: CodeEnv, generator: Any, problem: Problem, config: BestOfNConfig) -> list[dict]:
     out = []
     for i in range(config.n):
-        agent = LLMAgent(generator, LLMConfig(temperature=config.temperature, top_p=config.top_p,
-                                              top_k=config.top_k, max_step_tokens=config.max_step_tokens,
-                                              seed=config.seed * 1_000_003 + i))
+        agent = LLMAgent(generator, sampling(config, config.seed * 1_000_003 + i))
         obs, info = env.reset(options={"task_id": problem.task_id})
         while True:
             obs, reward, terminated, truncated, info = env.step(agent.act(obs, info))
@@ -153,9 +151,7 @@ def serve_samples(config: BestOfNConfig, generator: Any = None, progress: bool =
     def solve(problem: Problem, _trajectories: Any = None) -> dict:
         t0 = time.perf_counter()
         if config.lockstep:
-            cfg = LLMConfig(temperature=config.temperature, top_p=config.top_p, top_k=config.top_k,
-                            max_step_tokens=config.max_step_tokens)
-            played = play_lockstep(env, generator, [EnvState(problem.task_id, (), False)] * config.n, cfg,
+            played = play_lockstep(env, generator, [EnvState(problem.task_id, (), False)] * config.n, sampling(config),
                                    problem_seed(config.seed, f"{problem.task_id}/samples"))
             samples = [{k: e[k] for k in ("steps", "code", "reward", "reward_passed", "passed")} for e in played]
         else:

@@ -33,7 +33,7 @@ from pathlib import Path
 from statistics import fmean
 from typing import Any, Sequence
 
-from o1code.agents import LLMAgent, LLMConfig, play_lockstep
+from o1code.agents import LLMAgent, play_lockstep
 from o1code.agents.llm import problem_seed
 from o1code.data import Problem
 from o1code.data.prompts import PROMPT_STYLES
@@ -42,7 +42,7 @@ from o1code.envs.records import EnvState
 from o1code.models import chat_template_of
 from o1code.pipeline.errors import PipelineError
 from o1code.pipeline.evaluate import EvalConfig, load_step_generator, select_problems
-from o1code.pipeline.prm import check_data_split, play_problems
+from o1code.pipeline.prm import check_data_split, play_problems, sampling
 from o1code.rewards.process import default_question
 from o1code.runs import append_jsonl, pin_config, read_jsonl, write_atomic, write_jsonl
 
@@ -111,16 +111,14 @@ def _play(env: CodeEnv, agent: LLMAgent, state: EnvState) -> dict:
 
 
 def _agent(generator: Any, config: ShepherdConfig, seed: int) -> LLMAgent:
-    return LLMAgent(generator, LLMConfig(temperature=config.temperature, top_p=config.top_p, top_k=config.top_k,
-                                         max_step_tokens=config.max_step_tokens, seed=seed))
+    return LLMAgent(generator, sampling(config, seed))
 
 
 def _label_lockstep(env: CodeEnv, generator: Any, problem: Problem, config: ShepherdConfig) -> dict:
     """`label_problem` with `play_lockstep`: the paths in one batch, then every completion of every
     distinct prefix in another."""
     task = problem.task_id
-    cfg = LLMConfig(temperature=config.temperature, top_p=config.top_p, top_k=config.top_k,
-                    max_step_tokens=config.max_step_tokens)
+    cfg = sampling(config)
     played = play_lockstep(env, generator, [EnvState(task, (), False)] * config.paths, cfg,
                            problem_seed(config.seed, f"{task}/paths"))
     paths = [{"steps": e["steps"], "passed": e["reward_passed"], "dataset_passed": e["passed"]} for e in played]
